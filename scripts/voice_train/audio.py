@@ -1,0 +1,108 @@
+"""Streaming audio helpers: block reads, downmix, resampling, levels.
+
+Everything here works block by block so memory stays flat however long the recording.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# 2**16 frames per block: ~1.4 s at 48 kHz; large enough to amortise call overhead.
+BLOCK_FRAMES = 1 << 16
+
+# Levels below this are treated as digital silence when converting to dB.
+DB_FLOOR = -120.0
+
+
+def to_db(power: np.ndarray | float) -> np.ndarray | float:
+    """Convert mean-square power to dB (full scale = 0 dB), floored at ``DB_FLOOR``."""
+    floor = 10.0 ** (DB_FLOOR / 10.0)
+    return 10.0 * np.log10(np.maximum(power, floor))
+
+
+def amplitude_db(value: float) -> float:
+    """Convert a linear amplitude to dBFS, floored at ``DB_FLOOR``."""
+    return DB_FLOOR if value <= 0 else max(DB_FLOOR, 20.0 * math.log10(value))
+
+
+def iter_blocks(path: str | Path, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Yield float32 blocks of shape (frames, channels) until the decoder stops.
+
+    Decoder errors propagate as ``soundfile.LibsndfileError`` (or ``RuntimeError``).
+    """
+    with sf.SoundFile(str(path)) as fh:
+        while True:
+            block = fh.read(block_frames, dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                return
+            yield block
+
+
+def downmix(block: np.ndarray) -> np.ndarray:
+    """Average a (frames, channels) block to mono float32 (frames,)."""
+    if block.shape[1] == 1:
+        return block[:, 0]
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def iter_mono_resampled(
+    path: str | Path, out_rate: int, quality: str = "HQ", block_frames: int = BLOCK_FRAMES
+) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks of ``path`` resampled to ``out_rate``.
+
+    Uses soxr's streaming resampler (band-limited, linear phase), so block boundaries add
+    no artefacts and the total length is ``round(frames * out_rate / in_rate)``.
+    """
+    in_rate = sf.info(str(path)).samplerate
+    if in_rate == out_rate:
+        for block in iter_blocks(path, block_frames):
+            yield downmix(block)
+        return
+    stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+    for block in iter_blocks(path, block_frames):
+        out = stream.resample_chunk(downmix(block))
+        if out.size:
+            yield out
+    tail = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if tail.size:
+        yield tail
+
+
+def frame_power(signal: np.ndarray, hop: int) -> np.ndarray:
+    """Mean-square power of consecutive ``hop``-sample frames (a trailing partial frame is dropped)."""
+    n = signal.shape[0] // hop
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    frames = signal[: n * hop].reshape(n, hop).astype(np.float64)
+    return np.einsum("ij,ij->i", frames, frames) / hop
+
+
+class FramePower:
+    """Accumulates per-frame mean-square power over a stream of mono blocks."""
+
+    def __init__(self, hop: int) -> None:
+        self.hop = hop
+        self._carry = np.zeros(0, dtype=np.float32)
+        self._parts: list[np.ndarray] = []
+
+    def feed(self, block: np.ndarray) -> None:
+        """Add the next block of mono samples."""
+        joined = np.concatenate([self._carry, block]) if self._carry.size else block
+        n = joined.shape[0] // self.hop
+        if n:
+            self._parts.append(frame_power(joined[: n * self.hop], self.hop))
+        self._carry = joined[n * self.hop :].copy()
+
+    def result(self) -> np.ndarray:
+        """Return per-frame power; a final partial frame counts if it is at least half a hop."""
+        parts = list(self._parts)
+        if self._carry.size * 2 >= self.hop:
+            c = self._carry.astype(np.float64)
+            parts.append(np.array([np.dot(c, c) / c.size]))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)

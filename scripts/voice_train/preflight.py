@@ -1,0 +1,240 @@
+"""Preflight: prove the source recording is a complete, usable FLAC before any work."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import BLOCK_FRAMES, FramePower, amplitude_db, downmix, iter_blocks, to_db
+from .errors import VoiceTrainError
+from .fsutil import sha256_file
+
+log = logging.getLogger(__name__)
+
+MARKER_SCHEMA = "voice_preflight/1"
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+# A sample at or above this magnitude counts as clipped (-0.01 dBFS).
+CLIP_LEVEL = 0.999
+# Level statistics use 50 ms frames: short enough to see pauses between words.
+LEVEL_FRAME_S = 0.05
+# Below this rate the recording cannot carry speech intelligibly.
+MIN_SAMPLE_RATE = 8000
+# Below this rate the voice will sound band-limited after upsampling; warn.
+WARN_SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class PreflightSettings:
+    """Thresholds of the preflight checks (config section ``preflight``)."""
+
+    min_bytes: int = 5_000_000
+    min_duration_s: float = 60.0
+    silence_dbfs: float = -55.0
+    max_silence_ratio: float = 0.95
+    min_dynamic_range_db: float = 12.0
+    warn_clipped_ratio: float = 0.001
+
+
+def _convert_hint(path: Path) -> str:
+    return f"convert it with: ffmpeg -i '{path}' -c:a flac '{path.with_suffix('')}.fixed.flac'"
+
+
+def sniff_container(head: bytes) -> str | None:
+    """Name the container ``head`` (the first bytes of a file) looks like, or None if unknown."""
+    if head.startswith(b"fLaC"):
+        return "FLAC"
+    if head.startswith(b"ID3"):
+        # An ID3v2 tag may precede an MP3 or, rarely, a FLAC stream.
+        size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9] if len(head) >= 10 else 0
+        inner = head[10 + size : 14 + size]
+        return "FLAC (with an ID3 tag)" if inner == b"fLaC" else "MP3"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "MP3"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head.startswith(b"OggS"):
+        return "Ogg"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    if head.startswith(b"FORM"):
+        return "AIFF"
+    return None
+
+
+def check_file(path: Path, settings: PreflightSettings) -> int:
+    """Existence, Git LFS pointer, size and container checks; returns the size in bytes."""
+    if not path.exists():
+        raise VoiceTrainError(
+            path,
+            "audio file not found",
+            "put the recording there, or point the voice's 'source' at it in the config",
+        )
+    if not path.is_file():
+        raise VoiceTrainError(path, "is not a regular file", "point 'source' at a .flac file")
+    size = path.stat().st_size
+    if size == 0:
+        raise VoiceTrainError(path, "file is empty (0 bytes)", "copy the real recording there again")
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(LFS_POINTER_PREFIX):
+        raise VoiceTrainError(
+            path,
+            f"is a Git LFS pointer ({size} bytes), not the audio",
+            "run 'git lfs pull' in the repository (or copy the real FLAC there)",
+        )
+    if size < settings.min_bytes:
+        raise VoiceTrainError(
+            path,
+            f"is only {size} bytes, below preflight.min_bytes ({settings.min_bytes})",
+            "use the full recording, or lower preflight.min_bytes if this one is complete",
+        )
+    kind = sniff_container(head)
+    if kind is None:
+        raise VoiceTrainError(path, "is not audio (unrecognised bytes)", _convert_hint(path))
+    if kind == "FLAC (with an ID3 tag)":
+        raise VoiceTrainError(
+            path, "is a FLAC with a leading ID3 tag, which the decoder rejects", _convert_hint(path)
+        )
+    if kind != "FLAC":
+        raise VoiceTrainError(path, f"is a {kind} file with a .flac name, not FLAC", _convert_hint(path))
+    return size
+
+
+@dataclass
+class LevelStats:
+    """What one streamed decode of the recording measured."""
+
+    frames: int
+    peak: float
+    mean_square: float
+    clipped_ratio: float
+    frame_db: np.ndarray  # level of each 50 ms frame of the mono downmix, in dBFS
+
+
+def measure_levels(path: Path, sample_rate: int, block_frames: int = BLOCK_FRAMES) -> LevelStats:
+    """Decode the whole file block by block and measure levels; decoder errors propagate."""
+    frames = 0
+    peak = 0.0
+    sum_sq = 0.0
+    clipped = 0
+    samples = 0
+    power = FramePower(max(1, round(sample_rate * LEVEL_FRAME_S)))
+    for block in iter_blocks(path, block_frames):
+        frames += block.shape[0]
+        samples += block.size
+        mags = np.abs(block)
+        peak = max(peak, float(mags.max()))
+        clipped += int(np.count_nonzero(mags >= CLIP_LEVEL))
+        sum_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        power.feed(downmix(block))
+    return LevelStats(
+        frames=frames,
+        peak=peak,
+        mean_square=sum_sq / samples if samples else 0.0,
+        clipped_ratio=clipped / samples if samples else 0.0,
+        frame_db=np.asarray(to_db(power.result())),
+    )
+
+
+def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
+    """Check ``path`` and return the preflight marker; raise ``VoiceTrainError`` on any failure.
+
+    The file must exist, not be a Git LFS pointer, be at least ``min_bytes``, be a real
+    FLAC that decodes to the end (the frame count its header claims), last at least
+    ``min_duration_s``, and hold audible, level-varying sound. Clipping is measured and
+    warned about, not refused.
+    """
+    path = Path(path)
+    size = check_file(path, settings)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise VoiceTrainError(
+            path, f"has a FLAC signature but cannot be opened ({exc})", "re-export or re-copy the file"
+        ) from exc
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise VoiceTrainError(
+            path,
+            f"sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz",
+            "record or export at 16 kHz or more (44.1 or 48 kHz is best)",
+        )
+    claimed_s = info.frames / info.samplerate
+    try:
+        stats = measure_levels(path, info.samplerate)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise VoiceTrainError(
+            path,
+            f"decoding failed part-way through a {claimed_s:.1f} s recording ({exc})",
+            "the file is damaged or truncated: re-export or re-copy it",
+        ) from exc
+    if stats.frames < info.frames:
+        raise VoiceTrainError(
+            path,
+            f"is truncated: decoded {stats.frames / info.samplerate:.1f} s of the "
+            f"{claimed_s:.1f} s its header claims",
+            "the copy is incomplete: re-copy or re-export it",
+        )
+    duration_s = stats.frames / info.samplerate
+    if duration_s < settings.min_duration_s:
+        raise VoiceTrainError(
+            path,
+            f"lasts {duration_s:.1f} s, below preflight.min_duration_s ({settings.min_duration_s:g} s)",
+            "use a longer recording (minutes of speech), or lower preflight.min_duration_s",
+        )
+    if stats.peak == 0.0:
+        raise VoiceTrainError(path, "is digital silence (every sample is 0)", "check the recording's input")
+    frame_db = stats.frame_db
+    silence_ratio = float(np.mean(frame_db < settings.silence_dbfs)) if frame_db.size else 1.0
+    if silence_ratio > settings.max_silence_ratio:
+        raise VoiceTrainError(
+            path,
+            f"is (near-)silent: {silence_ratio:.0%} of it is below {settings.silence_dbfs:g} dBFS "
+            f"(limit preflight.max_silence_ratio = {settings.max_silence_ratio:g})",
+            "check the recording's input and gain, or choose the right file",
+        )
+    loud_db, quiet_db = (float(v) for v in np.percentile(frame_db, [95, 10]))
+    dynamic_range_db = loud_db - quiet_db
+    if dynamic_range_db < settings.min_dynamic_range_db:
+        raise VoiceTrainError(
+            path,
+            f"has no speech-like level changes: loud and quiet parts differ by only "
+            f"{dynamic_range_db:.1f} dB (steady hum or noise?)",
+            "use a recording of speech with pauses, or lower preflight.min_dynamic_range_db",
+        )
+    warnings = []
+    if stats.clipped_ratio > settings.warn_clipped_ratio:
+        warnings.append(
+            f"{stats.clipped_ratio:.2%} of samples are clipped (above preflight.warn_clipped_ratio = "
+            f"{settings.warn_clipped_ratio:g}); the voice may sound distorted: record at a lower gain"
+        )
+    if info.samplerate < WARN_SAMPLE_RATE:
+        warnings.append(
+            f"sample rate {info.samplerate} Hz: the voice will sound band-limited (use 44.1/48 kHz)"
+        )
+    for message in warnings:
+        log.warning("%s: %s", path, message)
+    return {
+        "schema": MARKER_SCHEMA,
+        "source": str(path),
+        "bytes": size,
+        "sha256": sha256_file(path),
+        "format": info.format,
+        "subtype": info.subtype,
+        "sample_rate": info.samplerate,
+        "channels": info.channels,
+        "frames": stats.frames,
+        "duration_s": round(duration_s, 3),
+        "peak_dbfs": round(amplitude_db(stats.peak), 2),
+        "rms_dbfs": round(float(to_db(stats.mean_square)), 2),
+        "loud_dbfs": round(loud_db, 2),
+        "quiet_dbfs": round(quiet_db, 2),
+        "dynamic_range_db": round(dynamic_range_db, 2),
+        "silence_ratio": round(silence_ratio, 4),
+        "clipped_ratio": round(stats.clipped_ratio, 6),
+        "warnings": warnings,
+        "settings": asdict(settings),
+    }

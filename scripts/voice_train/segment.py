@@ -1,0 +1,209 @@
+"""Split a recording into clips at pauses, from its frame-level energy alone.
+
+The input is the level (dB) of consecutive short frames; the output is a list of clips in
+frame units. Cuts are placed only inside pauses (runs of frames below a threshold derived
+from the recording's own speech level), so no clip starts or ends mid-word. Only when a
+stretch of continuous speech is longer than the maximum clip length is a clip cut inside
+it, at the quietest frame available, and such clips are marked ``forced_cut``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Segmentation parameters (config section ``prepare``), in seconds and dB."""
+
+    min_clip_s: float = 3.0
+    max_clip_s: float = 15.0
+    min_pause_s: float = 0.25
+    max_inner_pause_s: float = 1.5
+    pause_threshold_db: float = -35.0
+    edge_pad_s: float = 0.15
+    max_silence_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip in frame units: frames ``[start, end)`` of the energy array."""
+
+    start: int
+    end: int
+    speech_frames: int
+    forced_cut: bool = False
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The clips kept, and what was dropped and why, with the threshold used."""
+
+    clips: list[Clip]
+    threshold_db: float
+    speech_frames: int
+    dropped_short: list[Clip]
+    dropped_silent: list[Clip]
+
+
+def speech_threshold_db(frame_db: np.ndarray, relative_db: float) -> float:
+    """Level below which a frame counts as pause.
+
+    ``relative_db`` below the speech level (95th percentile), but never closer than 6 dB
+    to the noise floor (10th percentile), so noisy recordings still show their pauses.
+    """
+    if frame_db.size == 0:
+        return 0.0
+    speech_level, floor = np.percentile(frame_db, [95, 10])
+    return float(max(speech_level + relative_db, floor + 6.0))
+
+
+def speech_runs(active: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
+    """Runs ``[start, end)`` of active frames, merging runs separated by fewer than ``min_gap`` frames."""
+    padded = np.concatenate([[False], active, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    runs = [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
+    merged: list[tuple[int, int]] = []
+    for start, end in runs:
+        if merged and start - merged[-1][1] < min_gap:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _split_long_run(frame_db: np.ndarray, start: int, end: int, min_len: int, max_len: int) -> list[int]:
+    """Cut points inside one run of continuous speech longer than ``max_len`` frames.
+
+    Each cut is the quietest frame in the second half of the admissible window, which
+    keeps clips long while landing between syllables where the level dips.
+    """
+    cuts = []
+    pos = start
+    while end - pos > max_len:
+        lo = pos + max(min_len, max_len // 2)
+        hi = min(pos + max_len, end - min_len)
+        if hi <= lo:
+            hi = pos + max_len
+            lo = min(lo, hi - 1)
+        cut = lo + int(np.argmin(frame_db[lo:hi]))
+        cuts.append(cut)
+        pos = cut
+    return cuts
+
+
+class _Pieces:
+    """Speech pieces ``[start, end)`` in order, with the padded bounds of any span of them."""
+
+    def __init__(self, pieces: list[tuple[int, int]], n_frames: int, pad: int) -> None:
+        self.starts = [a for a, _ in pieces]
+        self.ends = [b for _, b in pieces]
+        self.n_frames = n_frames
+        self.pad = pad
+
+    def gap_before(self, i: int) -> int:
+        return self.starts[i] - (self.ends[i - 1] if i > 0 else 0)
+
+    def gap_after(self, j: int) -> int:
+        nxt = self.starts[j + 1] if j + 1 < len(self.starts) else self.n_frames
+        return nxt - self.ends[j]
+
+    def bounds(self, i: int, j: int) -> tuple[int, int]:
+        """Frames of a clip spanning pieces i..j, padded by up to half the pause on each side."""
+        left = self.starts[i] - min(self.pad, self.gap_before(i) // 2)
+        right = self.ends[j] + min(self.pad, self.gap_after(j) // 2)
+        return left, right
+
+    def length(self, i: int, j: int) -> int:
+        left, right = self.bounds(i, j)
+        return right - left
+
+
+def _partition_group(pieces: _Pieces, first: int, last: int, min_len: int, max_len: int) -> list[tuple[int, int]]:
+    """Partition pieces ``first..last`` (no long pause inside) into clips ``(i, j)``.
+
+    Greedy from the left: among the admissible ends (clip length within the limits), take
+    the one that best combines a long pause after it (a phrase or sentence boundary) with
+    a long clip, avoiding a remainder too short to be a clip when possible. A piece that
+    cannot form an admissible clip is returned on its own (the caller drops it as short).
+    """
+    spans = []
+    i = first
+    while i <= last:
+        ends = []
+        for j in range(i, last + 1):
+            length = pieces.length(i, j)
+            if length > max_len:
+                break
+            if length >= min_len:
+                ends.append(j)
+        if not ends:
+            j = last if pieces.length(i, last) < min_len else i
+        elif ends[-1] == last:
+            j = last
+        else:
+            pool = [j for j in ends if pieces.length(j + 1, last) >= min_len] or ends
+            full_pause = 2 * pieces.pad
+
+            def score(j: int) -> float:
+                pause = min(pieces.gap_after(j), full_pause) / full_pause
+                return pause + pieces.length(i, j) / max_len
+
+            j = max(pool, key=score)
+        spans.append((i, j))
+        i = j + 1
+    return spans
+
+
+def segment_at_pauses(frame_db: np.ndarray, frame_s: float, settings: SegmentSettings) -> Segmentation:
+    """Segment a recording, given the level of each ``frame_s``-long frame in dB.
+
+    Returns clips whose lengths lie within ``[min_clip_s, max_clip_s]``, whose boundaries
+    fall in pauses (or, for over-long continuous speech, at the quietest frame), and which
+    never span a pause longer than ``max_inner_pause_s``. Speech too short to make a clip
+    on its own and clips that are mostly silence are reported as dropped.
+    """
+    frame_db = np.asarray(frame_db, dtype=np.float64)
+
+    def to_frames(seconds: float) -> int:
+        return max(1, int(round(seconds / frame_s)))
+
+    min_len, max_len = to_frames(settings.min_clip_s), to_frames(settings.max_clip_s)
+    pad = to_frames(settings.edge_pad_s)
+    threshold = speech_threshold_db(frame_db, settings.pause_threshold_db)
+    active = frame_db > threshold
+
+    # Continuous speech longer than a clip is cut at its quietest frames first; the pieces
+    # on either side of such a cut touch (zero gap), which is how forced cuts are recognised.
+    pieces: list[tuple[int, int]] = []
+    for start, end in speech_runs(active, to_frames(settings.min_pause_s)):
+        edges = [start, *_split_long_run(frame_db, start, end, min_len, max_len - 2 * pad), end]
+        pieces.extend(zip(edges[:-1], edges[1:]))
+    table = _Pieces(pieces, frame_db.size, pad)
+
+    # Long pauses are hard boundaries: clips never span them.
+    long_pause = to_frames(settings.max_inner_pause_s)
+    group_starts = [0] + [i for i in range(1, len(pieces)) if table.gap_before(i) >= long_pause]
+    group_ends = [g - 1 for g in group_starts[1:]] + [len(pieces) - 1]
+
+    kept, short, silent = [], [], []
+    for first, last in zip(group_starts, group_ends):
+        for i, j in _partition_group(table, first, last, min_len, max_len):
+            start, end = table.bounds(i, j)
+            forced = (i > 0 and table.gap_before(i) == 0) or (
+                j + 1 < len(pieces) and table.gap_after(j) == 0
+            )
+            clip = Clip(start, end, int(np.count_nonzero(active[start:end])), forced)
+            if clip.frames < min_len:
+                short.append(clip)
+            elif 1.0 - clip.speech_frames / clip.frames > settings.max_silence_ratio:
+                silent.append(clip)
+            else:
+                kept.append(clip)
+    return Segmentation(kept, threshold, int(np.count_nonzero(active)), short, silent)
