@@ -1,0 +1,35 @@
+# voice-train: one long voice recording (FLAC) -> a fine-tuned MusicGen model.
+#
+#   snakemake --cores all                                # the real job (config/config.yaml)
+#   snakemake --cores all --configfile config/demo.yaml  # the embedded demo
+#
+# Pipeline: [demo_source] -> preflight -> prepare -> report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# A --configfile replaces the default config as a whole (Snakemake would merge the voice maps).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/preflight.smk"
+include: "rules/prepare.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        config["paths"]["report"],
+
+
+onsuccess:
+    print_report()
+
+
+onerror:
+    report_failure(log)

@@ -1,0 +1,91 @@
+# Glue shared by all rules: config validation, paths, wildcard constraints, handlers.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, schema="../config/schema.yaml")
+
+# The onerror/onsuccess handlers run in this process and use the package's light modules.
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
+
+PATHS = config["paths"]
+VOICES = list(config["voices"])
+LOGS = PATHS["logs_dir"]
+BENCH = PATHS["benchmarks_dir"]
+
+
+wildcard_constraints:
+    voice=r"[A-Za-z0-9_-]+",
+    name=r"[A-Za-z0-9_-]+",
+
+
+def source_path(voice):
+    """The voice's source FLAC: its configured 'source', else paths.source_dir/<voice>.flac."""
+    return config["voices"][voice].get("source") or f"{PATHS['source_dir']}/{voice}.flac"
+
+
+def is_demo_source(path):
+    return Path(path).parent == Path(PATHS["demo_dir"])
+
+
+def source_available(voice):
+    """Whether the voice's source exists, or the demo_source rule can make it."""
+    path = source_path(voice)
+    return Path(path).exists() or is_demo_source(path)
+
+
+def preflight_input(wildcards):
+    """The source as an input when it is available; else no input at all.
+
+    A missing input would stop Snakemake before any job runs, with no report. Without it,
+    preflight runs, says clearly that the file is missing, and the report says so too.
+    """
+    return [source_path(wildcards.voice)] if source_available(wildcards.voice) else []
+
+
+def source_state(wildcards):
+    """Part of preflight's params, so a source that disappears reruns (and fails) preflight."""
+    return "present" if source_available(wildcards.voice) else "missing"
+
+
+def preflight_marker(voice):
+    return f"{PATHS['preflight_dir']}/{voice}.json"
+
+
+def dataset_dir(voice):
+    return f"{PATHS['dataset_dir']}/{voice}"
+
+
+def manifest_path(voice):
+    return f"{dataset_dir(voice)}/voice_dataset_manifest.json"
+
+
+def voice_files():
+    return [
+        VoiceFiles(v, source_path(v), preflight_marker(v), manifest_path(v))
+        for v in VOICES
+    ]
+
+
+def print_report():
+    report = Path(PATHS["report"])
+    if report.exists():
+        print("\n" + report.read_text(encoding="utf-8"), end="")
+
+
+def report_failure(snakemake_log):
+    """Write and print the report block for a failed run (from the onerror handler)."""
+    text = build_report(voice_files(), Path.cwd(), parse_failure(snakemake_log))
+    write_report(PATHS["report"], text)
+    print("\n" + text, end="")
+
+
+for _voice in VOICES:
+    if not source_available(_voice):
+        print(
+            f"voice-train: voice {_voice}: {source_path(_voice)} does not exist; "
+            "preflight will fail until the recording is there",
+            file=sys.stderr,
+        )

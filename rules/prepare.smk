@@ -1,0 +1,24 @@
+rule prepare:
+    input:
+        source=lambda wildcards: source_path(wildcards.voice),
+        marker=f"{PATHS['preflight_dir']}/{{voice}}.json",
+    output:
+        manifest=f"{PATHS['dataset_dir']}/{{voice}}/voice_dataset_manifest.json",
+        index=f"{PATHS['dataset_dir']}/{{voice}}/data.jsonl",
+        train_index=f"{PATHS['dataset_dir']}/{{voice}}/train/data.jsonl",
+        valid_index=f"{PATHS['dataset_dir']}/{{voice}}/valid/data.jsonl",
+        clips=directory(f"{PATHS['dataset_dir']}/{{voice}}/clips"),
+    params:
+        description=lambda wildcards: config["voices"][wildcards.voice]["description"],
+        settings=config["prepare"],
+    log:
+        f"{LOGS}/prepare/{{voice}}.log",
+    benchmark:
+        f"{BENCH}/prepare/{{voice}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/audio.yaml"
+    script:
+        "../scripts/prepare.py"

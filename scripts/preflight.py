@@ -1,0 +1,14 @@
+"""Rule preflight: check the source recording; write the marker only if every check passes."""
+
+from voice_train.fsutil import write_json_atomic
+from voice_train.preflight import PreflightSettings, run_preflight
+from voice_train.rule import run_rule
+
+
+def main():
+    marker = run_preflight(snakemake.params.source, PreflightSettings(**snakemake.params.settings))
+    marker["voice"] = snakemake.wildcards.voice
+    write_json_atomic(snakemake.output.marker, marker)
+
+
+run_rule(snakemake.log[0], main)

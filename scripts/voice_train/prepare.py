@@ -1,0 +1,243 @@
+"""Prepare: turn a checked source FLAC into loudness-normalised clips and a manifest.
+
+Two streamed passes keep memory flat however long the recording: the first decodes,
+downmixes and resamples to the model's rate, spooling float32 samples to a temporary raw
+file while measuring frame levels and loudness; the second cuts each clip out of the
+spool, applies its gain and writes it as FLAC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import FramePower, amplitude_db, iter_mono_resampled, to_db
+from .errors import VoiceTrainError
+from .fsutil import atomic_dir, sha256_file, write_json_atomic, write_text_atomic
+from .loudness import STEP_S, LoudnessMeter, gated_loudness
+from .progress import progress
+from .segment import Clip, SegmentSettings, segment_at_pauses
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = "voice_dataset/1"
+MANIFEST_MODE = "voice_dataset"
+# Segmentation works on 10 ms frames: fine enough to place cuts inside short pauses.
+FRAME_S = 0.01
+_SPOOL_DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Parameters of the prepare step (config section ``prepare``)."""
+
+    sample_rate: int = 32000
+    loudness_lufs: float = -20.0
+    peak_dbfs: float = -1.0
+    valid_fraction: float = 0.1
+    split_seed: int = 0
+    segment: SegmentSettings = SegmentSettings()
+
+    @classmethod
+    def from_config(cls, section: dict) -> "PrepareSettings":
+        """Build from the config's ``prepare`` section (segmentation keys go to ``segment``)."""
+        segment_keys = set(SegmentSettings.__dataclass_fields__)
+        segment = SegmentSettings(**{k: v for k, v in section.items() if k in segment_keys})
+        own = {k: v for k, v in section.items() if k not in segment_keys}
+        return cls(**own, segment=segment)
+
+
+@dataclass
+class Analysis:
+    """What the first pass measured: sample count, 10 ms frame levels and loudness steps."""
+
+    samples: int
+    frame_db: np.ndarray
+    loudness_steps: np.ndarray
+
+
+def analyse_to_spool(source: Path, spool: Path, sample_rate: int) -> Analysis:
+    """Decode, downmix and resample ``source``; spool samples to ``spool`` and measure levels."""
+    hop = int(round(sample_rate * FRAME_S))
+    power = FramePower(hop)
+    meter = LoudnessMeter(sample_rate)
+    total = sf.info(str(source)).duration
+    samples = 0
+    with open(spool, "wb") as fh, progress(total=round(total), unit="s", desc="analyse") as bar:
+        for block in iter_mono_resampled(source, sample_rate):
+            block.astype(_SPOOL_DTYPE, copy=False).tofile(fh)
+            power.feed(block)
+            meter.feed(block)
+            before = samples // sample_rate
+            samples += block.size
+            bar.update(samples // sample_rate - before)
+    return Analysis(samples, np.asarray(to_db(power.result())), meter.steps())
+
+
+def read_spool(spool: Path, start: int, stop: int) -> np.ndarray:
+    """Read samples ``[start, stop)`` of the spool file."""
+    itemsize = np.dtype(_SPOOL_DTYPE).itemsize
+    with open(spool, "rb") as fh:
+        fh.seek(start * itemsize)
+        return np.fromfile(fh, dtype=_SPOOL_DTYPE, count=stop - start)
+
+
+def clip_gain_db(steps: np.ndarray, peak: float, settings: PrepareSettings) -> float:
+    """Gain that brings a clip to the target loudness without its peak passing the ceiling."""
+    loudness = gated_loudness(steps)
+    if not math.isfinite(loudness) or peak <= 0:
+        return 0.0
+    return min(settings.loudness_lufs - loudness, settings.peak_dbfs - amplitude_db(peak))
+
+
+def assign_splits(clip_ids: list[str], valid_fraction: float, seed: int) -> list[str]:
+    """Deterministic train/valid split: the clips with the smallest seeded hashes go to valid.
+
+    With two or more clips at least one is held out, so validation always has data.
+    """
+    n = len(clip_ids)
+    n_valid = 0 if n < 2 or valid_fraction <= 0 else max(1, round(n * valid_fraction))
+    ranked = sorted(clip_ids, key=lambda cid: hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest())
+    held_out = set(ranked[:n_valid])
+    return ["valid" if cid in held_out else "train" for cid in clip_ids]
+
+
+def _summary(clips: list[Clip], frame_s: float) -> dict:
+    return {"count": len(clips), "duration_s": round(sum(c.frames for c in clips) * frame_s, 3)}
+
+
+def prepare_dataset(
+    source: str | Path,
+    marker: dict,
+    voice: str,
+    description: str,
+    dataset_dir: str | Path,
+    settings: PrepareSettings,
+) -> dict:
+    """Write clips, per-clip info, ``data.jsonl`` and the manifest under ``dataset_dir``.
+
+    ``marker`` is the preflight marker of ``source``; a source changed since preflight is
+    refused. Clips go to ``dataset_dir/clips`` (replaced as a whole, atomically), and the
+    manifest is written last, so a manifest on disk always describes complete clips.
+    Returns the manifest.
+    """
+    source, dataset_dir = Path(source), Path(dataset_dir)
+    if sha256_file(source) != marker["sha256"]:
+        raise VoiceTrainError(
+            source,
+            "changed since its preflight check (sha256 differs)",
+            "rerun the workflow so preflight checks the new file",
+        )
+    sr = settings.sample_rate
+    hop = int(round(sr * FRAME_S))
+    step = int(round(sr * STEP_S))
+    manifest_path = dataset_dir / "voice_dataset_manifest.json"
+    clips_dir = dataset_dir / "clips"
+    entries = []
+    with atomic_dir(clips_dir) as staging:
+        spool = staging / ".resampled.f32"
+        analysis = analyse_to_spool(source, spool, sr)
+        seg = segment_at_pauses(analysis.frame_db, FRAME_S, settings.segment)
+        if not seg.clips:
+            raise VoiceTrainError(
+                source,
+                f"no usable clips: found {seg.speech_frames * FRAME_S:.1f} s of speech but no "
+                f"stretch of {settings.segment.min_clip_s:g}-{settings.segment.max_clip_s:g} s",
+                "check the recording, or lower prepare.min_clip_s / raise prepare.pause_threshold_db",
+            )
+        ids = [f"{voice}_{i:05d}" for i in range(len(seg.clips))]
+        splits = assign_splits(ids, settings.valid_fraction, settings.split_seed)
+        for clip_id, clip, split in progress(
+            list(zip(ids, seg.clips, splits)), unit="clip", desc="write clips"
+        ):
+            start, stop = clip.start * hop, min(clip.end * hop, analysis.samples)
+            audio = read_spool(spool, start, stop)
+            peak = float(np.abs(audio).max()) if audio.size else 0.0
+            gain_db = clip_gain_db(analysis.loudness_steps[start // step : stop // step], peak, settings)
+            audio = audio * np.float32(10.0 ** (gain_db / 20.0))
+            clip_file = staging / f"{clip_id}.flac"
+            sf.write(str(clip_file), audio, sr, format="FLAC", subtype="PCM_16")
+            target = clips_dir / clip_file.name
+            info = {"description": description, "voice": voice, "split": split, "name": clip_id}
+            (staging / f"{clip_id}.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            entries.append(
+                {
+                    "source": str(source),
+                    "target": str(target),
+                    "bytes": clip_file.stat().st_size,
+                    "sha256": sha256_file(clip_file),
+                    "offset_s": round(start / sr, 3),
+                    "duration_s": round((stop - start) / sr, 3),
+                    "sample_rate": sr,
+                    "split": split,
+                    "description": description,
+                    "gain_db": round(gain_db, 2),
+                    "speech_ratio": round(clip.speech_frames / max(1, clip.frames), 3),
+                    "forced_cut": clip.forced_cut,
+                }
+            )
+        os.remove(spool)
+    write_audiocraft_index(dataset_dir, entries)
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "mode": MANIFEST_MODE,
+        "voice": voice,
+        "description": description,
+        "source": str(source),
+        "source_sha256": marker["sha256"],
+        "sample_rate": sr,
+        "channels": 1,
+        "entries": entries,
+        "count": len(entries),
+        "summary": {
+            "source_duration_s": round(analysis.samples / sr, 3),
+            "speech_duration_s": round(seg.speech_frames * FRAME_S, 3),
+            "kept_duration_s": round(sum(e["duration_s"] for e in entries), 3),
+            "train": _split_summary(entries, "train"),
+            "valid": _split_summary(entries, "valid"),
+            "forced_cuts": sum(e["forced_cut"] for e in entries),
+            "dropped_short": _summary(seg.dropped_short, FRAME_S),
+            "dropped_silent": _summary(seg.dropped_silent, FRAME_S),
+            "pause_threshold_dbfs": round(seg.threshold_db, 2),
+        },
+        "settings": asdict(settings),
+    }
+    write_json_atomic(manifest_path, manifest)
+    return manifest
+
+
+def _split_summary(entries: list[dict], split: str) -> dict:
+    chosen = [e for e in entries if e["split"] == split]
+    return {"count": len(chosen), "duration_s": round(sum(e["duration_s"] for e in chosen), 3)}
+
+
+def write_audiocraft_index(dataset_dir: Path, entries: list[dict]) -> None:
+    """Write audiocraft-style ``data.jsonl`` (all clips) and ``{train,valid}/data.jsonl``.
+
+    Each line is an ``AudioMeta`` record; the per-clip ``.json`` beside each clip carries
+    the ``description`` that audiocraft's music dataset reads as the text condition.
+    """
+
+    def line(entry: dict) -> str:
+        meta = {
+            "path": entry["target"],
+            "duration": entry["duration_s"],
+            "sample_rate": entry["sample_rate"],
+            "amplitude": None,
+            "weight": None,
+            "info_path": None,
+        }
+        return json.dumps(meta) + "\n"
+
+    write_text_atomic(dataset_dir / "data.jsonl", "".join(line(e) for e in entries))
+    for split in ("train", "valid"):
+        lines = "".join(line(e) for e in entries if e["split"] == split)
+        write_text_atomic(dataset_dir / split / "data.jsonl", lines)

@@ -1,0 +1,231 @@
+"""The ``=== COLAB TRAIN REPORT ===`` block: built from files on disk, never from memory.
+
+The same files give the same block, whether the report rule writes it after a good run
+or the workflow's ``onerror`` handler writes it after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ERROR_PREFIX
+from .fsutil import write_text_atomic
+from .preflight import LFS_POINTER_PREFIX
+
+HEADER = "=== COLAB TRAIN REPORT ==="
+NA = "N/A"
+# The runbook's keys, in the order users' parsers expect; ours follow them.
+RUNBOOK_KEYS = (
+    "objective_status",
+    "first_failed_step",
+    "root_cause",
+    "head_commit",
+    "python_version",
+    "gpu_available",
+    "audio_path",
+    "audio_exists",
+    "audio_size_bytes",
+    "audio_is_lfs_pointer",
+    "manifest_path",
+    "manifest_exists",
+    "manifest_entry_count",
+    "training_status_path",
+    "training_status_json",
+    "checkpoint_path",
+    "checkpoint_exists",
+    "checkpoint_size_bytes",
+    "checkpoint_sha256",
+    "next_unblock_action",
+)
+EXTRA_KEYS = (
+    "voice",
+    "preflight_marker",
+    "preflight_warnings",
+    "dataset_train_clips",
+    "dataset_valid_clips",
+    "dataset_kept_duration_s",
+    "failed_rule_log",
+)
+
+
+@dataclass(frozen=True)
+class VoiceFiles:
+    """Where one voice's artifacts live (from the config)."""
+
+    voice: str
+    source: str
+    preflight: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first failed job of a run, as Snakemake's log tells it."""
+
+    rule: str
+    voice: str | None
+    log: str | None
+    cause: str
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def head_commit(workdir: Path) -> str:
+    """The checked-out commit of ``workdir``'s repository, or N/A outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return NA
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else NA
+
+
+def gpu_available() -> bool:
+    """Whether an NVIDIA GPU is visible, read from the driver's files (no torch import)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def _fix_of(cause: str) -> str | None:
+    match = re.search(r"; fix: (.+)$", cause)
+    return match.group(1) if match else None
+
+
+def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = None) -> dict[str, str]:
+    """All report keys for one voice, read from disk; ``failure`` is the run's first failure."""
+    source = workdir / files.source
+    manifest_file = workdir / files.manifest
+    marker = _read_json(workdir / files.preflight)
+    manifest = _read_json(manifest_file)
+    fields = dict.fromkeys(RUNBOOK_KEYS + EXTRA_KEYS, NA)
+    fields.update(
+        voice=files.voice,
+        head_commit=head_commit(workdir),
+        python_version=platform.python_version(),
+        gpu_available=_bool(gpu_available()),
+        audio_path=files.source,
+        audio_exists=_bool(source.is_file()),
+        manifest_path=files.manifest,
+        manifest_exists=_bool(manifest is not None),
+        checkpoint_exists="false",
+    )
+    if source.is_file():
+        with open(source, "rb") as fh:
+            fields["audio_is_lfs_pointer"] = _bool(fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX)
+        fields["audio_size_bytes"] = str(source.stat().st_size)
+    if marker is not None:
+        fields["preflight_marker"] = files.preflight
+        fields["preflight_warnings"] = " | ".join(marker.get("warnings", [])) or "none"
+    if manifest is not None:
+        summary = manifest.get("summary", {})
+        fields["manifest_entry_count"] = str(manifest.get("count", len(manifest.get("entries", []))))
+        fields["dataset_train_clips"] = str(summary.get("train", {}).get("count", NA))
+        fields["dataset_valid_clips"] = str(summary.get("valid", {}).get("count", NA))
+        fields["dataset_kept_duration_s"] = str(summary.get("kept_duration_s", NA))
+
+    if failure is not None and failure.voice in (None, files.voice):
+        fields.update(
+            objective_status="failed",
+            first_failed_step=failure.rule,
+            root_cause=failure.cause,
+            failed_rule_log=failure.log or NA,
+            next_unblock_action=_fix_of(failure.cause)
+            or f"read {failure.log or 'the Snakemake log'}, fix the cause, then rerun snakemake",
+        )
+    elif manifest is None:
+        step = "preflight" if marker is None else "prepare"
+        reason = f"rule {failure.rule} failed for voice {failure.voice}" if failure else "it was not run"
+        fields.update(
+            objective_status="blocked",
+            first_failed_step=step,
+            root_cause=f"{step} has not completed for this voice: {reason}",
+            next_unblock_action="fix the failure above, then rerun snakemake",
+        )
+    else:
+        # The training stage (encode -> train -> checkpoint) is not part of the workflow yet.
+        fields.update(
+            objective_status="blocked",
+            first_failed_step="train",
+            root_cause="the dataset is ready, but this workflow has no training stage yet, so no checkpoint exists",
+            next_unblock_action="add the encode/train rules (training issue); the manifest above is their input",
+        )
+    return fields
+
+
+def format_block(fields: dict[str, str]) -> str:
+    """The report block: the header, then one ``key: value`` line per key in order."""
+    lines = [HEADER]
+    for key in RUNBOOK_KEYS + EXTRA_KEYS:
+        value = str(fields.get(key, NA)).replace("\n", " ").strip() or NA
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(voices: list[VoiceFiles], workdir: Path, failure: Failure | None = None) -> str:
+    """The whole report: one block per voice, in config order."""
+    return "\n".join(format_block(voice_fields(v, workdir, failure)) for v in voices)
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write the report file atomically."""
+    write_text_atomic(path, text)
+
+
+_ERROR_IN_RULE = re.compile(r"^Error in rule ([A-Za-z_][\w]*):")
+_FIELD = re.compile(r"^\s+(log|wildcards):\s*(.*)$")
+
+
+def root_cause(log_path: str | Path | None) -> str | None:
+    """The cause of a failure from a rule's log: our one-line error, else the last line."""
+    if not log_path:
+        return None
+    try:
+        lines = [ln.strip() for ln in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return None
+    ours = [ln for ln in lines if ln.startswith(ERROR_PREFIX)]
+    if ours:
+        return ours[-1][len(ERROR_PREFIX) :].strip()
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else None
+
+
+def parse_failure(snakemake_log: str | Path) -> Failure | None:
+    """The first failed job in Snakemake's own log, with the cause from the job's log."""
+    try:
+        text = Path(snakemake_log).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        match = _ERROR_IN_RULE.match(line)
+        if not match:
+            continue
+        rule, log, voice = match.group(1), None, None
+        for follow in lines[i + 1 : i + 20]:
+            field = _FIELD.match(follow)
+            if field and field.group(1) == "log":
+                log = field.group(2).split(" (check log")[0].split(",")[0].strip() or None
+            elif field and field.group(1) == "wildcards":
+                wildcard = re.search(r"\bvoice=([A-Za-z0-9_-]+)", field.group(2))
+                voice = wildcard.group(1) if wildcard else None
+            if not follow.strip():
+                break
+        cause = root_cause(log) or f"rule {rule} failed (see {snakemake_log})"
+        return Failure(rule=rule, voice=voice, log=log, cause=cause)
+    return None

@@ -1,0 +1,39 @@
+"""Run a rule's body with its log wired up and user errors reported in one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Callable
+
+from .errors import ERROR_PREFIX, VoiceTrainError
+
+
+def run_rule(log_path: str, body: Callable[[], None]) -> None:
+    """Call ``body`` with stderr and logging sent to ``log_path``; exit 1 on failure.
+
+    A ``VoiceTrainError`` becomes one line, ``voice-train error: <file>: <problem>; fix:
+    <fix>``, written to the log (where the report handler finds it) and to the console.
+    Any other exception logs its traceback and the same kind of line.
+    """
+    console = sys.stderr
+    with open(log_path, "w", buffering=1, encoding="utf-8") as log_file:
+        sys.stderr = log_file
+        logging.basicConfig(
+            stream=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+        )
+        try:
+            body()
+        except VoiceTrainError as exc:
+            line = f"{ERROR_PREFIX} {exc}"
+        except Exception as exc:  # noqa: BLE001 - any crash must still end in one clear line
+            traceback.print_exc(file=log_file)
+            line = f"{ERROR_PREFIX} unexpected {type(exc).__name__}: {exc} (traceback in {log_path})"
+        else:
+            return
+        finally:
+            sys.stderr = console
+        print(line, file=log_file)
+    print(line, file=console)
+    sys.exit(1)
