@@ -70,9 +70,9 @@ def voice_files():
 
 
 def print_report():
-    report = Path(PATHS["report"])
-    if report.exists():
-        print("\n" + report.read_text(encoding="utf-8"), end="")
+    report_file = Path(PATHS["report"])
+    if report_file.exists():
+        print("\n" + report_file.read_text(encoding="utf-8"), end="")
 
 
 def report_failure(snakemake_log):
