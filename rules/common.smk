@@ -8,7 +8,12 @@ validate(config, schema="../config/schema.yaml")
 
 # The onerror/onsuccess handlers run in this process and use the package's light modules.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
+from voice_train.report import (
+    VoiceFiles,
+    build_report,
+    parse_failure,
+    write_report,
+)  # noqa: E402
 
 PATHS = config["paths"]
 VOICES = list(config["voices"])
@@ -23,7 +28,9 @@ wildcard_constraints:
 
 def source_path(voice):
     """The voice's source FLAC: its configured 'source', else paths.source_dir/<voice>.flac."""
-    return config["voices"][voice].get("source") or f"{PATHS['source_dir']}/{voice}.flac"
+    return (
+        config["voices"][voice].get("source") or f"{PATHS['source_dir']}/{voice}.flac"
+    )
 
 
 def is_demo_source(path):
@@ -72,14 +79,14 @@ def voice_files():
 def print_report():
     report_file = Path(PATHS["report"])
     if report_file.exists():
-        print("\n" + report_file.read_text(encoding="utf-8"), end="")
+        print(f"\n{report_file.read_text(encoding='utf-8')}", end="")
 
 
 def report_failure(snakemake_log):
     """Write and print the report block for a failed run (from the onerror handler)."""
     text = build_report(voice_files(), Path.cwd(), parse_failure(snakemake_log))
     write_report(PATHS["report"], text)
-    print("\n" + text, end="")
+    print(f"\n{text}", end="")
 
 
 for _voice in VOICES:

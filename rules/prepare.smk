@@ -8,17 +8,17 @@ rule prepare:
         train_index=f"{PATHS['dataset_dir']}/{{voice}}/train/data.jsonl",
         valid_index=f"{PATHS['dataset_dir']}/{{voice}}/valid/data.jsonl",
         clips=directory(f"{PATHS['dataset_dir']}/{{voice}}/clips"),
-    params:
-        description=lambda wildcards: config["voices"][wildcards.voice]["description"],
-        settings=config["prepare"],
     log:
         f"{LOGS}/prepare/{{voice}}.log",
     benchmark:
         f"{BENCH}/prepare/{{voice}}.tsv"
+    conda:
+        "../envs/audio.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../envs/audio.yaml"
+    params:
+        description=lambda wildcards: config["voices"][wildcards.voice]["description"],
+        settings=config["prepare"],
     script:
         "../scripts/prepare.py"

@@ -8,14 +8,14 @@ rule report:
         manifests=[manifest_path(v) for v in VOICES],
     output:
         report=PATHS["report"],
-    params:
-        voices=lambda wildcards: [vars(v) for v in voice_files()],
     log:
         f"{LOGS}/report/report.log",
+    conda:
+        "../envs/audio.yaml"
     threads: 1
     resources:
         mem_mb=200,
-    conda:
-        "../envs/audio.yaml"
+    params:
+        voices=lambda wildcards: [vars(v) for v in voice_files()],
     script:
         "../scripts/report.py"

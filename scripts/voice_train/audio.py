@@ -6,8 +6,8 @@ Everything here works block by block so memory stays flat however long the recor
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf

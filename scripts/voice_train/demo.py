@@ -60,8 +60,7 @@ def _syllable(rng: np.random.Generator, sr: int, f0_start: float, f0_end: float)
     source = (np.sin(np.outer(phase, harmonics)) / harmonics**2).sum(axis=1)
     f1, f2, f3 = VOWELS[rng.choice(list(VOWELS))]
     voiced = sum(
-        _resonator(source, f, b, sr) * g
-        for f, b, g in zip((f1, f2, f3), FORMANT_BANDWIDTHS, (1.0, 0.6, 0.3))
+        _resonator(source, f, b, sr) * g for f, b, g in zip((f1, f2, f3), FORMANT_BANDWIDTHS, (1.0, 0.6, 0.3))
     )
     attack, release = int(0.02 * sr), int(0.05 * sr)
     env = np.ones(n)

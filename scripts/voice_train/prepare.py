@@ -47,7 +47,7 @@ class PrepareSettings:
     segment: SegmentSettings = SegmentSettings()
 
     @classmethod
-    def from_config(cls, section: dict) -> "PrepareSettings":
+    def from_config(cls, section: dict) -> PrepareSettings:
         """Build from the config's ``prepare`` section (segmentation keys go to ``segment``)."""
         segment_keys = set(SegmentSettings.__dataclass_fields__)
         segment = SegmentSettings(**{k: v for k, v in section.items() if k in segment_keys})

@@ -161,8 +161,8 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
         fields.update(
             objective_status="blocked",
             first_failed_step="train",
-            root_cause="the dataset is ready, but this workflow has no training stage yet, so no checkpoint exists",
-            next_unblock_action="add the encode/train rules (training issue); the manifest above is their input",
+            root_cause="the dataset is ready, but the workflow has no training stage yet: no checkpoint",
+            next_unblock_action="add the encode/train rules (training issue); the manifest is their input",
         )
     return fields
 
@@ -195,7 +195,9 @@ def root_cause(log_path: str | Path | None) -> str | None:
     if not log_path:
         return None
     try:
-        lines = [ln.strip() for ln in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [
+            ln.strip() for ln in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()
+        ]
     except OSError:
         return None
     ours = [ln for ln in lines if ln.startswith(ERROR_PREFIX)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ERROR_PREFIX, VoiceTrainError
 

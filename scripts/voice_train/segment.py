@@ -125,7 +125,19 @@ class _Pieces:
         return right - left
 
 
-def _partition_group(pieces: _Pieces, first: int, last: int, min_len: int, max_len: int) -> list[tuple[int, int]]:
+def _cut_score(pieces: _Pieces, i: int, j: int, max_len: int) -> float:
+    """How good it is to end a clip that starts at piece i after piece j.
+
+    Rewards a long pause after j (up to two pads: a likely phrase or sentence boundary)
+    and a long clip, each on a 0-1 scale.
+    """
+    full_pause = 2 * pieces.pad
+    return min(pieces.gap_after(j), full_pause) / full_pause + pieces.length(i, j) / max_len
+
+
+def _partition_group(
+    pieces: _Pieces, first: int, last: int, min_len: int, max_len: int
+) -> list[tuple[int, int]]:
     """Partition pieces ``first..last`` (no long pause inside) into clips ``(i, j)``.
 
     Greedy from the left: among the admissible ends (clip length within the limits), take
@@ -149,13 +161,7 @@ def _partition_group(pieces: _Pieces, first: int, last: int, min_len: int, max_l
             j = last
         else:
             pool = [j for j in ends if pieces.length(j + 1, last) >= min_len] or ends
-            full_pause = 2 * pieces.pad
-
-            def score(j: int) -> float:
-                pause = min(pieces.gap_after(j), full_pause) / full_pause
-                return pause + pieces.length(i, j) / max_len
-
-            j = max(pool, key=score)
+            j = max(pool, key=lambda end, start=i: _cut_score(pieces, start, end, max_len))
         spans.append((i, j))
         i = j + 1
     return spans
@@ -196,9 +202,7 @@ def segment_at_pauses(frame_db: np.ndarray, frame_s: float, settings: SegmentSet
     for first, last in zip(group_starts, group_ends):
         for i, j in _partition_group(table, first, last, min_len, max_len):
             start, end = table.bounds(i, j)
-            forced = (i > 0 and table.gap_before(i) == 0) or (
-                j + 1 < len(pieces) and table.gap_after(j) == 0
-            )
+            forced = (i > 0 and table.gap_before(i) == 0) or (j + 1 < len(pieces) and table.gap_after(j) == 0)
             clip = Clip(start, end, int(np.count_nonzero(active[start:end])), forced)
             if clip.frames < min_len:
                 short.append(clip)
