@@ -70,7 +70,7 @@ def _syllable(rng: np.random.Generator, sr: int, f0_start: float, f0_end: float)
     if rng.random() < 0.5:
         # A fricative or plosive onset: band-passed noise before the vowel.
         m = int(rng.uniform(0.03, 0.12) * sr)
-        low = rng.uniform(2000, 4000)
+        low = min(rng.uniform(2000, 4000), 0.2 * sr)  # stay below Nyquist at low rates
         sos = butter(2, [low, min(low * 2, 0.45 * sr)], btype="band", fs=sr, output="sos")
         burst = sosfilt(sos, rng.standard_normal(m))
         burst *= np.hanning(m) * 0.3 / (np.abs(burst).max() + 1e-9)

@@ -55,13 +55,14 @@ class Segmentation:
 def speech_threshold_db(frame_db: np.ndarray, relative_db: float) -> float:
     """Level below which a frame counts as pause.
 
-    ``relative_db`` below the speech level (95th percentile), but never closer than 6 dB
-    to the noise floor (10th percentile), so noisy recordings still show their pauses.
+    ``relative_db`` below the speech level (95th percentile), but at least 6 dB above the
+    noise floor (10th percentile), so noisy recordings still show their pauses; and never
+    within 10 dB of the speech level, for recordings that are nearly all speech.
     """
     if frame_db.size == 0:
         return 0.0
-    speech_level, floor = np.percentile(frame_db, [95, 10])
-    return float(max(speech_level + relative_db, floor + 6.0))
+    speech_level, floor = (float(v) for v in np.percentile(frame_db, [95, 10]))
+    return max(speech_level + relative_db, min(floor + 6.0, speech_level - 10.0))
 
 
 def speech_runs(active: np.ndarray, min_gap: int) -> list[tuple[int, int]]:

@@ -1,0 +1,133 @@
+"""prepare_dataset on a 48 kHz stereo recording: clips, manifest, audiocraft index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from conftest import write_flac
+
+from voice_train.audio import iter_mono_resampled
+from voice_train.errors import VoiceTrainError
+from voice_train.fsutil import sha256_file
+from voice_train.loudness import LoudnessMeter, gated_loudness
+from voice_train.preflight import PreflightSettings, run_preflight
+from voice_train.prepare import PrepareSettings, assign_splits, prepare_dataset
+from voice_train.segment import SegmentSettings
+
+SETTINGS = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=8), valid_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, voice_48k_stereo):
+    root = tmp_path_factory.mktemp("prepared")
+    source = write_flac(root / "voice.flac", voice_48k_stereo, 48000)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    out = root / "dataset"
+    manifest = prepare_dataset(source, marker, "tester", "a test voice", out, SETTINGS)
+    return source, out, manifest
+
+
+def test_manifest_keeps_the_runbook_fields(prepared):
+    source, out, manifest = prepared
+    on_disk = json.loads((out / "voice_dataset_manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["schema"] == "voice_dataset/1" and manifest["mode"] == "voice_dataset"
+    assert manifest["count"] == len(manifest["entries"]) > 3
+    for entry in manifest["entries"]:
+        assert {"source", "target", "bytes", "sha256"} <= entry.keys()
+        assert {"offset_s", "duration_s", "sample_rate", "split", "description"} <= entry.keys()
+        target = Path(entry["target"])
+        assert entry["source"] == str(source)
+        assert target.stat().st_size == entry["bytes"]
+        assert sha256_file(target) == entry["sha256"]
+
+
+def test_clips_are_mono_at_the_model_rate_and_normalised(prepared):
+    _, _, manifest = prepared
+    for entry in manifest["entries"]:
+        info = sf.info(entry["target"])
+        assert (info.samplerate, info.channels, info.format) == (32000, 1, "FLAC")
+        assert info.duration == pytest.approx(entry["duration_s"], abs=0.01)
+        audio, _ = sf.read(entry["target"], dtype="float32")
+        assert np.abs(audio).max() <= 10 ** (SETTINGS.peak_dbfs / 20) + 1e-3
+        meter = LoudnessMeter(32000)
+        meter.feed(audio)
+        loudness = gated_loudness(meter.steps())
+        # At the target, unless the peak ceiling held the gain back.
+        assert loudness <= SETTINGS.loudness_lufs + 0.5
+        assert loudness > SETTINGS.loudness_lufs - 6
+
+
+def test_clips_are_the_source_at_their_offsets(prepared):
+    source, _, manifest = prepared
+    mono = np.concatenate(list(iter_mono_resampled(source, 32000)))
+    entry = manifest["entries"][1]
+    start = round(entry["offset_s"] * 32000)
+    clip, _ = sf.read(entry["target"], dtype="float32")
+    original = mono[start : start + clip.size] * 10 ** (entry["gain_db"] / 20)
+    assert np.corrcoef(clip, original)[0, 1] > 0.999
+
+
+def test_split_is_deterministic_and_has_validation(prepared):
+    _, _, manifest = prepared
+    splits = [e["split"] for e in manifest["entries"]]
+    assert "valid" in splits and "train" in splits
+    ids = [Path(e["target"]).stem for e in manifest["entries"]]
+    assert assign_splits(ids, 0.2, 0) == splits
+    assert assign_splits(["a"], 0.2, 0) == ["train"]
+    assert assign_splits(["a", "b"], 0.01, 0).count("valid") == 1
+
+
+def test_audiocraft_index_and_clip_info(prepared):
+    _, out, manifest = prepared
+    lines = [json.loads(x) for x in (out / "data.jsonl").read_text().splitlines()]
+    assert [x["path"] for x in lines] == [e["target"] for e in manifest["entries"]]
+    assert set(lines[0]) == {"path", "duration", "sample_rate", "amplitude", "weight", "info_path"}
+    for split in ("train", "valid"):
+        subset = (out / split / "data.jsonl").read_text().splitlines()
+        assert len(subset) == manifest["summary"][split]["count"]
+    info = json.loads(Path(manifest["entries"][0]["target"]).with_suffix(".json").read_text())
+    assert info["description"] == "a test voice"
+
+
+def test_summary_accounts_for_the_recording(prepared):
+    _, _, manifest = prepared
+    summary = manifest["summary"]
+    assert summary["source_duration_s"] == pytest.approx(40, abs=0.01)
+    assert summary["kept_duration_s"] == pytest.approx(sum(e["duration_s"] for e in manifest["entries"]))
+    assert summary["speech_duration_s"] <= summary["kept_duration_s"] <= summary["source_duration_s"]
+    assert summary["train"]["count"] + summary["valid"]["count"] == manifest["count"]
+
+
+def test_no_temporary_files_left(prepared):
+    _, out, _ = prepared
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_changed_source_is_refused(tmp_path, voice_48k_stereo):
+    source = write_flac(tmp_path / "voice.flac", voice_48k_stereo, 48000)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    write_flac(source, voice_48k_stereo[::-1].copy(), 48000)
+    with pytest.raises(VoiceTrainError, match="changed since its preflight"):
+        prepare_dataset(source, marker, "v", "d", tmp_path / "out", SETTINGS)
+    assert not (tmp_path / "out" / "voice_dataset_manifest.json").exists()
+
+
+def test_resampler_keeps_pitch(tmp_path):
+    t = np.arange(48000 * 3) / 48000
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t))[:, None].astype(np.float32)
+    path = write_flac(tmp_path / "tone.flac", tone, 48000)
+    out = np.concatenate(list(iter_mono_resampled(path, 32000, block_frames=4097)))
+    assert out.size == 32000 * 3
+    spectrum = np.abs(np.fft.rfft(out[1000:-1000]))
+    peak_hz = np.argmax(spectrum) * 32000 / (out.size - 2000)
+    assert peak_hz == pytest.approx(1000, abs=2)
+    # Block-wise streaming gives the same samples as one-shot resampling.
+    whole = soxr.resample(tone[:, 0], 48000, 32000, quality="HQ")
+    assert np.max(np.abs(whole - out)) < 1e-4
