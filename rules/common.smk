@@ -84,7 +84,7 @@ def print_report():
 
 def report_failure(snakemake_log):
     """Write and print the report block for a failed run (from the onerror handler)."""
-    text = build_report(voice_files(), Path.cwd(), parse_failure(snakemake_log))
+    text = build_report(voice_files(), Path.cwd(), parse_failure(snakemake_log, VOICES))
     write_report(PATHS["report"], text)
     print(f"\n{text}", end="")
 

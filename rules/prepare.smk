@@ -1,6 +1,6 @@
 rule prepare:
     input:
-        source=lambda wildcards: source_path(wildcards.voice),
+        source=preflight_input,
         marker=f"{PATHS['preflight_dir']}/{{voice}}.json",
     output:
         manifest=f"{PATHS['dataset_dir']}/{{voice}}/voice_dataset_manifest.json",
@@ -18,6 +18,7 @@ rule prepare:
     resources:
         mem_mb=2000,
     params:
+        source=lambda wildcards: source_path(wildcards.voice),
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],
         settings=config["prepare"],
     script:

@@ -11,7 +11,7 @@ from voice_train.rule import run_rule
 def main():
     marker = json.loads(Path(snakemake.input.marker).read_text(encoding="utf-8"))
     manifest = prepare_dataset(
-        source=snakemake.input.source,
+        source=snakemake.params.source,
         marker=marker,
         voice=snakemake.wildcards.voice,
         description=snakemake.params.description,

@@ -73,7 +73,9 @@ def test_wav_named_flac(tmp_path, voice_48k_stereo):
     assert "WAV" in message and "ffmpeg" in message
 
 
-@pytest.mark.parametrize(("head", "kind"), [(b"ID3\x04\x00\x00\x00\x00\x00\x00", "MP3"), (b"\xff\xfb\x90d", "MP3")])
+@pytest.mark.parametrize(
+    ("head", "kind"), [(b"ID3\x04\x00\x00\x00\x00\x00\x00", "MP3"), (b"\xff\xfb\x90d", "MP3")]
+)
 def test_mp3_is_recognised(head, kind):
     assert sniff_container(head + b"\x00" * 64) == kind
 

@@ -44,7 +44,9 @@ def test_cuts_never_fall_inside_a_word(seg, voice):
     for clip in seg.clips:
         for edge in (clip.start * FRAME_S, clip.end * FRAME_S):
             for start, end in voice.speech_intervals:
-                assert not (start + 0.02 < edge < end - 0.02), f"cut at {edge:.2f}s inside word {start:.2f}-{end:.2f}"
+                assert not (start + 0.02 < edge < end - 0.02), (
+                    f"cut at {edge:.2f}s inside word {start:.2f}-{end:.2f}"
+                )
 
 
 def test_cuts_fall_in_low_energy_regions(seg, levels):
@@ -59,7 +61,9 @@ def test_kept_clips_account_for_the_speech(seg, voice):
     kept = np.zeros(int(90 / FRAME_S) + 1, bool)
     for clip in seg.clips:
         kept[clip.start : clip.end] = True
-    covered = sum(kept[int(s / FRAME_S) : int(e / FRAME_S)].mean() * (e - s) for s, e in voice.speech_intervals)
+    covered = sum(
+        kept[int(s / FRAME_S) : int(e / FRAME_S)].mean() * (e - s) for s, e in voice.speech_intervals
+    )
     assert covered / words > 0.95
     assert seg.speech_frames * FRAME_S == pytest.approx(words, rel=0.25)
 

@@ -142,7 +142,7 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
         fields.update(
             objective_status="failed",
             first_failed_step=failure.rule,
-            root_cause=failure.cause,
+            root_cause=failure.cause.split("; fix: ")[0],
             failed_rule_log=failure.log or NA,
             next_unblock_action=_fix_of(failure.cause)
             or f"read {failure.log or 'the Snakemake log'}, fix the cause, then rerun snakemake",
@@ -186,8 +186,8 @@ def write_report(path: str | Path, text: str) -> None:
     write_text_atomic(path, text)
 
 
-_ERROR_IN_RULE = re.compile(r"^Error in rule ([A-Za-z_][\w]*):")
-_FIELD = re.compile(r"^\s+(log|wildcards):\s*(.*)$")
+_ERROR_IN_RULE = re.compile(r"^Error in rule ([A-Za-z_]\w*):")
+_FIELD = re.compile(r"^\s+(log|output|wildcards):\s*(.*)$")
 
 
 def root_cause(log_path: str | Path | None) -> str | None:
@@ -195,20 +195,37 @@ def root_cause(log_path: str | Path | None) -> str | None:
     if not log_path:
         return None
     try:
-        lines = [
-            ln.strip() for ln in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()
-        ]
+        text = Path(log_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     ours = [ln for ln in lines if ln.startswith(ERROR_PREFIX)]
     if ours:
         return ours[-1][len(ERROR_PREFIX) :].strip()
-    lines = [ln for ln in lines if ln]
     return lines[-1] if lines else None
 
 
-def parse_failure(snakemake_log: str | Path) -> Failure | None:
-    """The first failed job in Snakemake's own log, with the cause from the job's log."""
+def _voice_in(fields: dict[str, str], voices: list[str]) -> str | None:
+    """The job's voice: its ``voice`` wildcard, else a configured voice named in its paths."""
+    wildcard = re.search(r"\bvoice=([A-Za-z0-9_-]+)", fields.get("wildcards", ""))
+    if wildcard:
+        return wildcard.group(1)
+    parts = re.split(r"[/\\,\s]+", fields.get("output", "") + " " + fields.get("log", ""))
+    names = {Path(part).stem for part in parts} | set(parts)
+    found = [v for v in voices if v in names]
+    return found[0] if len(found) == 1 else None
+
+
+def parse_failure(snakemake_log: str | Path | list, voices: list[str] = ()) -> Failure | None:
+    """The first failed job in Snakemake's own log, with the cause from the job's log.
+
+    ``snakemake_log`` is what Snakemake hands its ``onerror`` handler: a path or a list
+    of paths (the first is read).
+    """
+    if isinstance(snakemake_log, (list, tuple)):
+        snakemake_log = snakemake_log[0] if snakemake_log else None
+    if not snakemake_log:
+        return None
     try:
         text = Path(snakemake_log).read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -218,16 +235,15 @@ def parse_failure(snakemake_log: str | Path) -> Failure | None:
         match = _ERROR_IN_RULE.match(line)
         if not match:
             continue
-        rule, log, voice = match.group(1), None, None
-        for follow in lines[i + 1 : i + 20]:
+        fields: dict[str, str] = {}
+        for follow in lines[i + 1 : i + 30]:
             field = _FIELD.match(follow)
-            if field and field.group(1) == "log":
-                log = field.group(2).split(" (check log")[0].split(",")[0].strip() or None
-            elif field and field.group(1) == "wildcards":
-                wildcard = re.search(r"\bvoice=([A-Za-z0-9_-]+)", field.group(2))
-                voice = wildcard.group(1) if wildcard else None
-            if not follow.strip():
+            if field:
+                fields[field.group(1)] = field.group(2)
+            elif not follow.startswith((" ", "\t")):
                 break
+        log = fields.get("log", "").split(" (check log")[0].split(",")[0].strip() or None
+        rule = match.group(1)
         cause = root_cause(log) or f"rule {rule} failed (see {snakemake_log})"
-        return Failure(rule=rule, voice=voice, log=log, cause=cause)
+        return Failure(rule=rule, voice=_voice_in(fields, list(voices)), log=log, cause=cause)
     return None
