@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import write_flac
 
+from conftest import write_flac
 from voice_train.errors import VoiceTrainError
 from voice_train.preflight import PreflightSettings, run_preflight, sniff_container
 

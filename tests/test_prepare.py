@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from conftest import write_flac
 
+from conftest import write_flac
 from voice_train.audio import iter_mono_resampled
 from voice_train.errors import VoiceTrainError
 from voice_train.fsutil import sha256_file
