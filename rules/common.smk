@@ -2,18 +2,18 @@
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
-validate(config, schema="../config/schema.yaml")
-
-# The onerror/onsuccess handlers run in this process and use the package's light modules.
+# The config check and the handlers below use the package's light modules in this process.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from voice_train.report import (
-    VoiceFiles,
-    build_report,
-    parse_failure,
-    write_report,
-)  # noqa: E402
+from voice_train.config import coerce_to_schema  # noqa: E402
+from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
+
+# Values given as --config key='{...}' arrive as strings; read them as the schema's types.
+_schema = yaml.safe_load((Path(workflow.basedir) / "config/schema.yaml").read_text())
+config.update(coerce_to_schema(dict(config), _schema))
+validate(config, schema="../config/schema.yaml")
 
 PATHS = config["paths"]
 VOICES = list(config["voices"])

@@ -156,3 +156,10 @@ def test_bad_config_fails_before_any_job(tmp_path, override, named):
     assert proc.returncode != 0
     assert named in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+def test_a_section_given_with_config_overrides_with_numbers_intact(demo_copy):
+    cfg = yaml.safe_load((demo_copy / "config/demo.yaml").read_text())
+    prepare = dict(cfg["prepare"], max_clip_s=6)
+    override = "prepare=" + json.dumps(prepare)
+    assert pending_jobs(demo_copy, *DEMO, "--config", override) == {"all": 1, "prepare": 1, "report": 1}
