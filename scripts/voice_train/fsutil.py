@@ -44,9 +44,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp_path
+        # Move the old directory aside first, so a complete one is in place at every moment
+        # but the instant between the two renames.
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)
         os.replace(tmp_path, target)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
