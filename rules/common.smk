@@ -28,9 +28,7 @@ wildcard_constraints:
 
 def source_path(voice):
     """The voice's source FLAC: its configured 'source', else paths.source_dir/<voice>.flac."""
-    return (
-        config["voices"][voice].get("source") or f"{PATHS['source_dir']}/{voice}.flac"
-    )
+    return config["voices"][voice].get("source") or f"{PATHS['source_dir']}/{voice}.flac"
 
 
 def is_demo_source(path):
@@ -70,10 +68,7 @@ def manifest_path(voice):
 
 
 def voice_files():
-    return [
-        VoiceFiles(v, source_path(v), preflight_marker(v), manifest_path(v))
-        for v in VOICES
-    ]
+    return [VoiceFiles(v, source_path(v), preflight_marker(v), manifest_path(v)) for v in VOICES]
 
 
 def print_report():
