@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint format clean-demo
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-train.txt
+	# audiocraft's metadata pins torch 2.1 and xformers: install it without its deps.
+	$(BIN)/python -m pip install --quiet --no-deps audiocraft==1.3.0
 	touch $@
 
 demo: $(BIN)/.installed

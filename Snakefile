@@ -3,7 +3,8 @@
 #   snakemake --cores all                                # the real job (config/config.yaml)
 #   snakemake --cores all --configfile config/demo.yaml  # the embedded demo
 #
-# Pipeline: [demo_source] -> preflight -> prepare -> report
+# Pipeline: [demo_source] -> preflight -> prepare -> encode -> train -> sample -> report
+#           ([model] builds a random-init preset such as 'tiny' for the demo)
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,6 +19,10 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/preflight.smk"
 include: "rules/prepare.smk"
+include: "rules/model.smk"
+include: "rules/encode.smk"
+include: "rules/train.smk"
+include: "rules/sample.smk"
 include: "rules/report.smk"
 
 

@@ -8,7 +8,9 @@ from snakemake.utils import validate
 # The config check and the handlers below use the package's light modules in this process.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from voice_train.config import coerce_to_schema  # noqa: E402
+from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
+from voice_train.train import CHECKPOINT_NAME  # noqa: E402
 
 # Values given as --config key='{...}' arrive as strings; read them as the schema's types.
 _schema = yaml.safe_load((Path(workflow.basedir) / "config/schema.yaml").read_text())
@@ -24,6 +26,7 @@ BENCH = PATHS["benchmarks_dir"]
 wildcard_constraints:
     voice=r"[A-Za-z0-9_-]+",
     name=r"[A-Za-z0-9_-]+",
+    preset="|".join(RANDOM_PRESETS),
 
 
 def source_path(voice):
@@ -67,8 +70,62 @@ def manifest_path(voice):
     return f"{dataset_dir(voice)}/voice_dataset_manifest.json"
 
 
+MODEL_NAME = config["model"]["name"]
+
+
+def model_ref():
+    """What the encode/train code loads: a random-init preset's built directory, else model.name."""
+    return f"{PATHS['models_dir']}/{MODEL_NAME}" if is_random_preset(MODEL_NAME) else MODEL_NAME
+
+
+def model_input(wildcards):
+    """The model as a file input: a preset's directory (built by rule model), a local directory's
+    two files, or nothing for a hub id (read from the Hugging Face cache at run time)."""
+    if is_random_preset(MODEL_NAME):
+        return [model_ref()]
+    if Path(MODEL_NAME).is_dir():
+        return [f"{MODEL_NAME}/state_dict.bin", f"{MODEL_NAME}/compression_state_dict.bin"]
+    return []
+
+
+def tokens_path(voice):
+    return f"{PATHS['tokens_dir']}/{voice}.npz"
+
+
+def status_path(voice):
+    return f"{PATHS['train_dir']}/{voice}/train_status.json"
+
+
+def checkpoint_path(voice):
+    return f"{PATHS['checkpoint_dir']}/{voice}/{CHECKPOINT_NAME}"
+
+
+def export_dir(voice):
+    return f"{PATHS['checkpoint_dir']}/{voice}/export"
+
+
+def state_dir(voice):
+    return f"{PATHS['state_dir']}/{voice}"
+
+
+def sample_paths(voice):
+    return [f"{PATHS['samples_dir']}/{voice}/{kind}.wav" for kind in ("text", "continuation")]
+
+
 def voice_files():
-    return [VoiceFiles(v, source_path(v), preflight_marker(v), manifest_path(v)) for v in VOICES]
+    return [
+        VoiceFiles(
+            v,
+            source_path(v),
+            preflight_marker(v),
+            manifest_path(v),
+            status=status_path(v),
+            status_mirror=f"{state_dir(v)}/train_status.json",
+            checkpoint_file=checkpoint_path(v),
+            samples=tuple(sample_paths(v)),
+        )
+        for v in VOICES
+    ]
 
 
 def print_report():

@@ -6,6 +6,9 @@ rule report:
     input:
         markers=[preflight_marker(v) for v in VOICES],
         manifests=[manifest_path(v) for v in VOICES],
+        statuses=[status_path(v) for v in VOICES],
+        checkpoints=[checkpoint_path(v) for v in VOICES],
+        samples=[p for v in VOICES for p in sample_paths(v)],
     output:
         report=PATHS["report"],
     log:

@@ -10,11 +10,12 @@ import json
 import platform
 import re
 import subprocess
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ERROR_PREFIX
-from .fsutil import write_text_atomic
+from .fsutil import sha256_file, write_text_atomic
 from .preflight import LFS_POINTER_PREFIX
 
 HEADER = "=== COLAB TRAIN REPORT ==="
@@ -49,6 +50,13 @@ EXTRA_KEYS = (
     "dataset_train_clips",
     "dataset_valid_clips",
     "dataset_kept_duration_s",
+    "training_device",
+    "training_steps",
+    "training_final_loss",
+    "training_base_val_loss",
+    "training_best_val_loss",
+    "training_best_step",
+    "sample_paths",
     "failed_rule_log",
 )
 
@@ -61,6 +69,10 @@ class VoiceFiles:
     source: str
     preflight: str
     manifest: str
+    status: str = ""
+    status_mirror: str = ""  # the train rule's copy in the state dir: it survives a failed job
+    checkpoint_file: str = ""
+    samples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,60 @@ def _fix_of(cause: str) -> str | None:
     return match.group(1) if match else None
 
 
+def checkpoint_verified(path: Path, status: dict | None) -> tuple[bool, str]:
+    """The checkpoint is a complete torch archive whose sha256 is the one the train rule recorded.
+
+    Read without torch: a torch checkpoint is a zip file with a ``data.pkl`` record.
+    """
+    if not path.is_file():
+        return False, "the checkpoint does not exist"
+    if status is None or status.get("status") != "completed":
+        return False, "train_status.json does not say the training completed"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return False, "the checkpoint is not a torch archive"
+    except (OSError, zipfile.BadZipFile):
+        return False, "the checkpoint is truncated or not a torch archive"
+    if sha256_file(path) != status.get("checkpoint_sha256"):
+        return False, "the checkpoint's sha256 differs from the one in train_status.json"
+    return True, "ok"
+
+
+def _training_fields(files: VoiceFiles, workdir: Path, fields: dict[str, str]) -> tuple[dict | None, bool, str]:
+    status_file = workdir / files.status if files.status else None
+    status = _read_json(status_file) if status_file else None
+    if status is None and files.status_mirror:
+        status = _read_json(workdir / files.status_mirror)
+    if files.status:
+        fields["training_status_path"] = files.status
+    if status is not None:
+        fields["training_status_json"] = json.dumps(status, separators=(",", ":"))
+        fields["training_device"] = str(status.get("device", NA))
+        fields["training_steps"] = f"{status.get('step', NA)}/{status.get('total_steps', NA)}"
+        for key, name in (
+            ("training_final_loss", "loss"),
+            ("training_base_val_loss", "base_val_loss"),
+            ("training_best_val_loss", "best_val_loss"),
+            ("training_best_step", "best_step"),
+        ):
+            value = status.get(name)
+            fields[key] = NA if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+    verified, why = False, "no checkpoint path configured"
+    if files.checkpoint_file:
+        checkpoint = workdir / files.checkpoint_file
+        fields["checkpoint_path"] = files.checkpoint_file
+        fields["checkpoint_exists"] = _bool(checkpoint.is_file())
+        if checkpoint.is_file():
+            fields["checkpoint_size_bytes"] = str(checkpoint.stat().st_size)
+            fields["checkpoint_sha256"] = sha256_file(checkpoint)
+        verified, why = checkpoint_verified(checkpoint, status)
+    samples = [s for s in files.samples if (workdir / s).is_file()]
+    if samples:
+        fields["sample_paths"] = " | ".join(samples)
+    return status, verified, why
+
+
 def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = None) -> dict[str, str]:
     """All report keys for one voice, read from disk; ``failure`` is the run's first failure."""
     source = workdir / files.source
@@ -138,6 +204,7 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
         fields["dataset_valid_clips"] = str(summary.get("valid", {}).get("count", NA))
         fields["dataset_kept_duration_s"] = str(summary.get("kept_duration_s", NA))
 
+    status, verified, why = _training_fields(files, workdir, fields)
     if failure is not None and failure.voice in (None, files.voice):
         fields.update(
             objective_status="failed",
@@ -156,13 +223,16 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
             root_cause=f"{step} has not completed for this voice: {reason}",
             next_unblock_action="fix the failure above, then rerun snakemake",
         )
+    elif verified:
+        fields.update(objective_status="completed", next_unblock_action="none")
     else:
-        # The training stage (encode -> train -> checkpoint) is not part of the workflow yet.
+        step = "train" if status is None or status.get("status") != "completed" else "checkpoint"
+        reason = f"rule {failure.rule} failed for voice {failure.voice}" if failure else "it was not run"
         fields.update(
             objective_status="blocked",
-            first_failed_step="train",
-            root_cause="the dataset is ready, but the workflow has no training stage yet: no checkpoint",
-            next_unblock_action="add the encode/train rules (training issue); the manifest is their input",
+            first_failed_step=step,
+            root_cause=f"the dataset is ready but there is no verified checkpoint: {why} ({reason})",
+            next_unblock_action="rerun snakemake; training resumes from its saved state",
         )
     return fields
 

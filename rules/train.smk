@@ -1,0 +1,27 @@
+rule train:
+    # Fine-tune the LM on the token cache; write train_status.json, the checkpoint, and an
+    # export directory that MusicGen.get_pretrained loads. Resume state lives in paths.state_dir.
+    input:
+        tokens=lambda wildcards: tokens_path(wildcards.voice),
+        model=model_input,
+    output:
+        status=f"{PATHS['train_dir']}/{{voice}}/train_status.json",
+        lm_checkpoint=f"{PATHS['checkpoint_dir']}/{{voice}}/{CHECKPOINT_NAME}",
+        export=directory(f"{PATHS['checkpoint_dir']}/{{voice}}/export"),
+    log:
+        f"{LOGS}/train/{{voice}}.log",
+    benchmark:
+        f"{BENCH}/train/{{voice}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+    params:
+        model=MODEL_NAME,
+        model_ref=model_ref(),
+        settings=config["train"],
+        attention_backend=config["model"]["attention_backend"],
+        state_dir=lambda wildcards: state_dir(wildcards.voice),
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,26 @@
+"""Rule sample: a text-conditioned WAV and a continuation WAV from the fine-tuned model."""
+
+import json
+from pathlib import Path
+
+from voice_train.rule import run_rule
+
+
+def main():
+    import torch
+
+    from voice_train.sample import SampleSettings, generate_samples
+
+    torch.set_num_threads(snakemake.threads)
+    generate_samples(
+        export_dir=snakemake.input.export,
+        manifest=json.loads(Path(snakemake.input.manifest).read_text(encoding="utf-8")),
+        description=snakemake.params.description,
+        settings=SampleSettings.from_config(snakemake.params.settings),
+        text_wav=snakemake.output.text,
+        continuation_wav=snakemake.output.continuation,
+        attention_backend=snakemake.params.attention_backend,
+    )
+
+
+run_rule(snakemake.log[0], main)
