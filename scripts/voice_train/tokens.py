@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def load_tokens(path: str | os.PathLike, expect_codec: dict | None = None) -> To
     try:
         with np.load(path, allow_pickle=False) as data:
             codes, offsets, meta = data["codes"], data["offsets"], json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise VoiceTrainError(path, f"token cache is unreadable ({exc})", "delete it and rerun snakemake") from exc
     if meta.get("schema") != TOKENS_SCHEMA or codes.dtype != np.int16 or offsets[-1] != codes.shape[1]:
         raise VoiceTrainError(path, "token cache is corrupt or from another version", "delete it and rerun snakemake")

@@ -1,0 +1,259 @@
+"""The training stage on the tiny preset: stand-in, learning, export, reload, determinism, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+
+from voice_train import compat, presets, tokens  # noqa: E402
+from voice_train.demo import synthesize_voice  # noqa: E402
+from voice_train.errors import VoiceTrainError  # noqa: E402
+from voice_train.fsutil import sha256_file  # noqa: E402
+from voice_train.train import Batcher, TrainSettings, lm_loss, load_state, train  # noqa: E402
+
+DESCRIPTION = "a calm synthetic test voice"
+FAST = TrainSettings(
+    steps=12,
+    batch_size=2,
+    lr=3e-3,
+    warmup_steps=2,
+    segment_s=2,
+    eval_every=6,
+    save_every=4,
+    log_every=2,
+    precision="fp32",
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    compat.setup_audiocraft("torch")
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    presets.build_random_pretrained("tiny", out, seed=0)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def token_file(tiny, tmp_path_factory) -> str:
+    """Eight 3-second clips of a generated voice (6 train, 2 valid), encoded by the tiny codec."""
+    root = tmp_path_factory.mktemp("data")
+    audio = synthesize_voice(duration_s=24, sample_rate=32000, channels=1, seed=3).audio
+    audio = audio.reshape(-1) if audio.ndim > 1 else audio
+    entries = []
+    for i in range(8):
+        path = root / f"clip_{i:03d}.flac"
+        sf.write(path, audio[i * 96000 : (i + 1) * 96000], 32000)
+        entries.append(
+            {
+                "target": str(path),
+                "sha256": sha256_file(path),
+                "duration_s": 3.0,
+                "split": "valid" if i in (2, 5) else "train",
+                "description": DESCRIPTION,
+            }
+        )
+    codes, offsets, meta = tokens.encode_manifest({"entries": entries}, tiny)
+    path = root / "tokens.npz"
+    tokens.write_tokens(path, codes, offsets, meta)
+    return str(path)
+
+
+def run(tmp: Path, tiny: str, token_file: str, settings: TrainSettings = FAST, name: str = "run"):
+    out = tmp / name
+    return train(
+        tokens_path=token_file,
+        model_name=tiny,
+        settings=settings,
+        checkpoint_path=str(out / "ckpt" / "tts_voice_train_musicgen_small.pt"),
+        export_dir=str(out / "ckpt" / "export"),
+        status_path=str(out / "train_status.json"),
+        state_dir=str(out / "state"),
+        voice="test",
+    )
+
+
+# --- the xformers stand-in ---------------------------------------------------------------
+
+
+def test_standin_is_registered_only_when_xformers_is_missing(monkeypatch):
+    missing = not compat.xformers_installed()
+    assert compat.install_xformers_standin() == missing
+    assert compat.standin_active() == missing
+    real = types.ModuleType("xformers")  # pretend a real xformers is installed
+    monkeypatch.setitem(sys.modules, "xformers", real)
+    assert compat.xformers_installed()
+    assert compat.install_xformers_standin() is False
+    assert sys.modules["xformers"] is real
+
+
+def test_standin_ops_give_a_clear_error_for_names_it_does_not_provide():
+    compat.install_xformers_standin()
+    if not compat.standin_active():
+        pytest.skip("real xformers installed")
+    from xformers import ops
+
+    assert ops.unbind is torch.unbind
+    with pytest.raises(compat.XformersUnavailable, match="attention_backend: torch"):
+        ops.memory_efficient_attention(None, None, None)
+    with pytest.raises(compat.XformersUnavailable):
+        ops.some_other_op()
+
+
+def test_asking_for_xformers_without_it_fails_clearly():
+    if compat.xformers_installed():
+        pytest.skip("real xformers installed")
+    with pytest.raises(ValueError, match="set model.attention_backend: torch"):
+        compat.setup_audiocraft("xformers")
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+def test_token_cache_is_int16_with_codec_identity(tiny, token_file):
+    codec_file = presets.model_files(tiny)[1]
+    cache = tokens.load_tokens(token_file, expect_codec=tokens.codec_identity(tiny, codec_file))
+    assert cache.codes.dtype == np.int16 and cache.codes.shape[0] == 4
+    assert cache.meta["frame_rate"] == 50 and cache.meta["cardinality"] == 2048
+    assert [c["frames"] for c in cache.clips] == [150] * 8  # 3 s at 50 frames/s
+    with pytest.raises(VoiceTrainError, match="made by codec"):
+        tokens.load_tokens(token_file, expect_codec={"model": "other", "compression_sha256": "0"})
+
+
+def test_a_truncated_token_cache_is_refused(token_file, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(Path(token_file).read_bytes()[:1000])
+    with pytest.raises(VoiceTrainError, match="unreadable"):
+        tokens.load_tokens(bad)
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def test_the_lm_learns_the_voice(tiny, token_file, tmp_path):
+    settings = dataclasses.replace(FAST, steps=40, eval_every=20, save_every=40, cfg_dropout=0.0)
+    result = run(tmp_path, tiny, token_file, settings)
+    status = result.status
+    assert status["status"] == "completed" and status["step"] == 40
+    first_loss = status_history(tmp_path / "run")[0]
+    # Train loss falls well below its start, and validation loss below the base model's.
+    assert status["loss"] < first_loss - 2.0
+    assert status["best_val_loss"] < status["base_val_loss"] - 2.0
+
+    # The trained LM beats an untrained one on the same batch.
+    cache = tokens.load_tokens(token_file)
+    trained = presets.load_lm(status["export_dir"])
+    untrained = presets.load_lm(tiny)
+    codes, mask, descriptions = Batcher(cache, settings, trained.special_token_id).train_batch(0, 0)
+    with torch.no_grad():
+        losses = [float(lm_loss(m.eval(), codes, mask, descriptions, _no_autocast)[0]) for m in (trained, untrained)]
+    assert losses[0] < losses[1] - 2.0
+
+
+def status_history(run_dir: Path) -> list[float]:
+    import json
+
+    history = json.loads((run_dir / "state" / "loss_history.json").read_text())
+    return [loss for _, loss in history["loss"]]
+
+
+def _no_autocast():
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def test_checkpoint_reloads_with_identical_logits(tiny, token_file, tmp_path):
+    from audiocraft.models import MusicGen, loaders
+
+    result = run(tmp_path, tiny, token_file)
+    ckpt = result.checkpoint
+    export = result.status["export_dir"]
+    pkg = torch.load(ckpt, map_location="cpu", weights_only=True)  # safe load, xp.cfg is YAML text
+    assert isinstance(pkg["xp.cfg"], str) and pkg["exported"] is True
+    a = loaders.load_lm_model(ckpt, device="cpu")
+    b = MusicGen.get_pretrained(export, device="cpu").lm
+    assert Path(export, "state_dict.bin").stat().st_ino == Path(ckpt).stat().st_ino  # linked, not copied
+    cache = tokens.load_tokens(token_file)
+    codes, mask, descriptions = Batcher(cache, FAST, a.special_token_id).train_batch(0, 0)
+    with torch.no_grad():
+        from voice_train.train import condition_tensors
+
+        la = a.compute_predictions(codes, [], condition_tensors(a, descriptions)).logits
+        lb = b.compute_predictions(codes, [], condition_tensors(b, descriptions)).logits
+    assert torch.isfinite(la).any()
+    torch.testing.assert_close(la, lb, rtol=0, atol=0, equal_nan=True)  # NaN: positions outside the pattern
+
+
+def test_generation_returns_the_requested_length_and_rate(tiny, token_file, tmp_path):
+    from voice_train.sample import SampleSettings, generate_samples
+
+    result = run(tmp_path, tiny, token_file)
+    clip = tokens.load_tokens(token_file).clips[2]
+    info = generate_samples(
+        export_dir=result.status["export_dir"],
+        manifest={"entries": [{"target": clip["target"], "split": "valid"}]},
+        description=DESCRIPTION,
+        settings=SampleSettings(duration_s=1.5, prompt_s=0.5, device="cpu"),
+        text_wav=str(tmp_path / "text.wav"),
+        continuation_wav=str(tmp_path / "cont.wav"),
+    )
+    for name in ("text.wav", "cont.wav"):
+        audio, rate = sf.read(tmp_path / name)
+        assert rate == 32000 and abs(len(audio) / rate - 1.5) < 0.05
+        assert np.abs(audio).max() > 0
+    assert info["continuation"]["prompt_s"] == pytest.approx(0.5)
+
+
+def test_two_runs_give_the_same_checkpoint(tiny, token_file, tmp_path):
+    a = run(tmp_path, tiny, token_file, name="a")
+    b = run(tmp_path, tiny, token_file, name="b")
+    assert a.status["checkpoint_sha256"] == b.status["checkpoint_sha256"]
+    assert sha256_file(a.checkpoint) == a.status["checkpoint_sha256"]
+
+
+def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp_path, monkeypatch):
+    whole = run(tmp_path, tiny, token_file, name="whole")
+
+    original = Batcher.train_batch
+
+    def crash_at_step_9(self, step, micro):
+        if step == 9:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, step, micro)
+
+    monkeypatch.setattr(Batcher, "train_batch", crash_at_step_9)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny, token_file, name="resumed")
+    state, why = load_state(tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path))
+    assert state is not None and state["step"] == 8, why  # saved every 4 steps
+    monkeypatch.setattr(Batcher, "train_batch", original)
+    resumed = run(tmp_path, tiny, token_file, name="resumed")
+    assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
+
+
+def _fingerprint_of(tmp_path: Path) -> str:
+    state = torch.load(tmp_path / "resumed" / "state" / "train_state.pt", weights_only=True)
+    return state["fingerprint"]
+
+
+def test_state_from_other_settings_is_not_resumed(tiny, token_file, tmp_path, caplog):
+    run(tmp_path, tiny, token_file, name="x")
+    changed = dataclasses.replace(FAST, lr=1e-3)
+    with caplog.at_level("INFO"):
+        run(tmp_path, tiny, token_file, changed, name="x")
+    assert "starting clean: saved training state is for other settings or data" in caplog.text
+
+
+def test_a_corrupt_training_state_is_not_used(tiny, token_file, tmp_path, caplog):
+    run(tmp_path, tiny, token_file, name="y")
+    (tmp_path / "y" / "state" / "train_state.pt").write_bytes(b"not a torch file")
+    with caplog.at_level("INFO"):
+        result = run(tmp_path, tiny, token_file, name="y")
+    assert "unreadable" in caplog.text and result.status["status"] == "completed"
