@@ -24,8 +24,13 @@ def main():
         batch_seconds=settings["batch_seconds"],
     )
     tokens.write_tokens(snakemake.output.tokens, codes, offsets, meta)
-    logging.info("%d clips, %d frames x %d codebooks at %.1f frames/s", len(meta["clips"]), codes.shape[1],
-                 codes.shape[0], meta["frame_rate"])
+    logging.info(
+        "%d clips, %d frames x %d codebooks at %.1f frames/s",
+        len(meta["clips"]),
+        codes.shape[1],
+        codes.shape[0],
+        meta["frame_rate"],
+    )
 
 
 run_rule(snakemake.log[0], main)

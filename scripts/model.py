@@ -13,7 +13,9 @@ def main():
     torch.set_num_threads(snakemake.threads)
     compat.setup_audiocraft("torch")
     presets.build_random_pretrained(snakemake.wildcards.preset, snakemake.output[0], snakemake.params.seed)
-    logging.info("built %s (seed %d) in %s", snakemake.wildcards.preset, snakemake.params.seed, snakemake.output[0])
+    logging.info(
+        "built %s (seed %d) in %s", snakemake.wildcards.preset, snakemake.params.seed, snakemake.output[0]
+    )
 
 
 run_rule(snakemake.log[0], main)

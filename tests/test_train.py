@@ -154,7 +154,9 @@ def test_the_lm_learns_the_voice(tiny, token_file, tmp_path):
     untrained = presets.load_lm(tiny)
     codes, mask, descriptions = Batcher(cache, settings, trained.special_token_id).train_batch(0, 0)
     with torch.no_grad():
-        losses = [float(lm_loss(m.eval(), codes, mask, descriptions, _no_autocast)[0]) for m in (trained, untrained)]
+        losses = [
+            float(lm_loss(m.eval(), codes, mask, descriptions, _no_autocast)[0]) for m in (trained, untrained)
+        ]
     assert losses[0] < losses[1] - 2.0
 
 
@@ -231,7 +233,9 @@ def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp
     monkeypatch.setattr(Batcher, "train_batch", crash_at_step_9)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny, token_file, name="resumed")
-    state, why = load_state(tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path))
+    state, why = load_state(
+        tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path)
+    )
     assert state is not None and state["step"] == 8, why  # saved every 4 steps
     monkeypatch.setattr(Batcher, "train_batch", original)
     resumed = run(tmp_path, tiny, token_file, name="resumed")

@@ -25,6 +25,8 @@ def short_demo(workdir: Path) -> Path:
     cfg_path = workdir / "config/demo.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["demo"]["duration_s"] = 60
+    cfg["train"].update(steps=16, eval_every=8, save_every=8, log_every=4)
+    cfg["sample"].update(duration_s=1, prompt_s=0.5)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return workdir
 
@@ -76,9 +78,21 @@ def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):
     manifest = json.loads((workdir / fields["manifest_path"]).read_text())
     assert fields["manifest_entry_count"] == str(manifest["count"]) and manifest["count"] >= 4
     assert fields["audio_exists"] == "true" and fields["audio_is_lfs_pointer"] == "false"
-    # No training stage yet: the block says so instead of claiming success.
-    assert fields["objective_status"] == "blocked" and fields["checkpoint_exists"] == "false"
-    for rule in ("demo_source", "preflight", "prepare", "report"):
+    assert fields["objective_status"] == "completed", fields["root_cause"]
+    assert fields["first_failed_step"] == "N/A" and fields["next_unblock_action"] == "none"
+    status = json.loads(fields["training_status_json"])
+    assert status == json.loads((workdir / fields["training_status_path"]).read_text())
+    assert status["status"] == "completed" and status["jobType"] == "tts_voice_train"
+    assert status["step"] == status["total_steps"] == 16 and status["best_val_loss"] < status["base_val_loss"]
+    checkpoint = workdir / fields["checkpoint_path"]
+    assert checkpoint.name == "tts_voice_train_musicgen_small.pt" and fields["checkpoint_exists"] == "true"
+    assert fields["checkpoint_sha256"] == status["checkpoint_sha256"]
+    assert fields["checkpoint_size_bytes"] == str(checkpoint.stat().st_size)
+    assert (checkpoint.parent / "export/state_dict.bin").is_file()
+    samples = fields["sample_paths"].split(" | ")
+    assert [Path(p).name for p in samples] == ["text.wav", "continuation.wav"]
+    assert all((workdir / p).stat().st_size > 1000 for p in samples)
+    for rule in ("demo_source", "preflight", "prepare", "model", "encode", "train", "sample", "report"):
         assert list((workdir / "results/logs" / rule).glob("*.log")), f"{rule} wrote a log"
 
 
@@ -90,7 +104,9 @@ def test_second_run_has_nothing_to_do(demo_copy):
 def test_dry_run_lists_the_pending_jobs_and_writes_nothing(tmp_path):
     workdir = short_demo(tmp_path / "wf")
     jobs = pending_jobs(workdir, *DEMO)
-    assert jobs == {"all": 1, "demo_source": 1, "preflight": 1, "prepare": 1, "report": 1}
+    assert jobs == dict.fromkeys(
+        ("all", "demo_source", "preflight", "prepare", "model", "encode", "train", "sample", "report"), 1
+    )
     assert not (workdir / "results").exists() and not (workdir / "data").exists()
 
 
@@ -98,7 +114,9 @@ def test_touching_the_source_reruns_everything_downstream(demo_copy):
     source = demo_copy / "data/demo/demo_voice.flac"
     later = source.stat().st_mtime + 10
     os.utime(source, (later, later))
-    assert pending_jobs(demo_copy, *DEMO) == {"all": 1, "preflight": 1, "prepare": 1, "report": 1}
+    assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
+        ("all", "preflight", "prepare", "encode", "train", "sample", "report"), 1
+    )
 
 
 def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy):
@@ -108,11 +126,37 @@ def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     marker = demo_copy / "results/preflight/demo_voice.json"
     marker_mtime = marker.stat().st_mtime
-    assert pending_jobs(demo_copy, *DEMO) == {"all": 1, "prepare": 1, "report": 1}
+    assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
+        ("all", "prepare", "encode", "train", "sample", "report"), 1
+    )
     snakemake(demo_copy, *DEMO)
     assert marker.stat().st_mtime == marker_mtime
     manifest = json.loads((demo_copy / "results/dataset/demo_voice/voice_dataset_manifest.json").read_text())
     assert max(e["duration_s"] for e in manifest["entries"]) <= 6
+
+
+def test_changing_a_train_parameter_reruns_train_but_not_encode(demo_copy):
+    cfg_path = demo_copy / "config/demo.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"]["lr"] = 1.0e-3
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(("all", "train", "sample", "report"), 1)
+
+
+def test_a_failed_training_ends_with_a_report_that_names_it(demo_copy):
+    cfg_path = demo_copy / "config/demo.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"]["device"] = "cuda:7"  # no such GPU here
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(demo_copy, *DEMO, check=False)
+    assert proc.returncode != 0
+    fields = report_fields(demo_copy)
+    assert fields["objective_status"] == "failed" and fields["first_failed_step"] == "train"
+    assert "no CUDA GPU is visible" in fields["root_cause"]
+    assert fields["next_unblock_action"] == "set train.device: auto or cpu"
+    assert fields["failed_rule_log"].endswith("results/logs/train/demo_voice.log")
+    # Snakemake removed the failed job's outputs; the status was kept beside the resume state.
+    assert json.loads(fields["training_status_json"])["status"] == "error"
 
 
 def test_missing_recording_fails_in_preflight_and_the_report_says_so(tmp_path):

@@ -98,7 +98,9 @@ class RandomPreset:
 
 
 RANDOM_PRESETS = {
-    "tiny": RandomPreset("tiny", dim=128, num_heads=4, num_layers=2, codec_filters=4, codec_dimension=32, codec_lstm=0),
+    "tiny": RandomPreset(
+        "tiny", dim=128, num_heads=4, num_layers=2, codec_filters=4, codec_dimension=32, codec_lstm=0
+    ),
     "musicgen-small-random": RandomPreset(
         "musicgen-small-random",
         dim=1024,
@@ -173,7 +175,10 @@ def lm_config(preset: RandomPreset, device: str = "cpu") -> dict:
         },
         # A lookup-table text conditioner: the whole description is one token (no download).
         "conditioners": {
-            "description": {"model": "lut", "lut": {"n_bins": preset.text_bins, "dim": preset.dim, "tokenizer": "noop"}}
+            "description": {
+                "model": "lut",
+                "lut": {"n_bins": preset.text_bins, "dim": preset.dim, "tokenizer": "noop"},
+            }
         },
         "dataset": {"segment_duration": SEGMENT_DURATION_S},
     }

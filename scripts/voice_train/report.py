@@ -138,7 +138,9 @@ def checkpoint_verified(path: Path, status: dict | None) -> tuple[bool, str]:
     return True, "ok"
 
 
-def _training_fields(files: VoiceFiles, workdir: Path, fields: dict[str, str]) -> tuple[dict | None, bool, str]:
+def _training_fields(
+    files: VoiceFiles, workdir: Path, fields: dict[str, str]
+) -> tuple[dict | None, bool, str]:
     status_file = workdir / files.status if files.status else None
     status = _read_json(status_file) if status_file else None
     if status is None and files.status_mirror:
@@ -156,7 +158,9 @@ def _training_fields(files: VoiceFiles, workdir: Path, fields: dict[str, str]) -
             ("training_best_step", "best_step"),
         ):
             value = status.get(name)
-            fields[key] = NA if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+            fields[key] = (
+                NA if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+            )
     verified, why = False, "no checkpoint path configured"
     if files.checkpoint_file:
         checkpoint = workdir / files.checkpoint_file

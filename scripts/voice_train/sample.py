@@ -90,7 +90,12 @@ def generate_samples(
     prompt = prompt.mean(axis=1)[: int(settings.prompt_s * rate)]
     torch.manual_seed(settings.seed + 1)
     prompt_tensor = torch.from_numpy(prompt)[None, None].to(device)
-    cont = model.generate_continuation(prompt_tensor, rate, [description], progress=False)[0, 0].float().cpu().numpy()
+    cont = (
+        model.generate_continuation(prompt_tensor, rate, [description], progress=False)[0, 0]
+        .float()
+        .cpu()
+        .numpy()
+    )
     write_wav(continuation_wav, cont, model.sample_rate)
     info = {
         "sample_rate": model.sample_rate,
@@ -104,4 +109,3 @@ def generate_samples(
     }
     log.info("samples: %s", info)
     return info
-

@@ -91,7 +91,9 @@ def encode_manifest(
     codec_file = presets.codec_file_for_name(model_name)
     entries = manifest["entries"]
     if not entries:
-        raise VoiceTrainError("manifest", "has no clips to encode", "check the prepare step's log and settings")
+        raise VoiceTrainError(
+            "manifest", "has no clips to encode", "check the prepare step's log and settings"
+        )
     sample_rate = codec.sample_rate
     hop = int(round(sample_rate / codec.frame_rate))
     # Sort by length so each batch pads little; keep the manifest order in the output.
@@ -109,7 +111,9 @@ def encode_manifest(
         with torch.inference_mode():
             codes, scale = codec.encode(torch.from_numpy(padded).to(device))
         if scale is not None:
-            raise VoiceTrainError(model_name, "has a scaled codec, which MusicGen LMs do not use", "use a MusicGen model")
+            raise VoiceTrainError(
+                model_name, "has a scaled codec, which MusicGen LMs do not use", "use a MusicGen model"
+            )
         codes = codes.cpu().numpy()
         for row, (i, a) in enumerate(zip(batch, audio)):
             frames = min(codes.shape[-1], -(-len(a) // hop))  # frames that hold real audio
@@ -126,7 +130,9 @@ def encode_manifest(
 
     card = int(codec.cardinality)
     if card > np.iinfo(np.int16).max:
-        raise VoiceTrainError(model_name, f"codec cardinality {card} does not fit int16", "use a MusicGen model")
+        raise VoiceTrainError(
+            model_name, f"codec cardinality {card} does not fit int16", "use a MusicGen model"
+        )
     arrays = [codes_by_clip[i] for i in range(len(entries))]
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([a.shape[1] for a in arrays])
@@ -164,9 +170,13 @@ def load_tokens(path: str | os.PathLike, expect_codec: dict | None = None) -> To
         with np.load(path, allow_pickle=False) as data:
             codes, offsets, meta = data["codes"], data["offsets"], json.loads(str(data["meta"]))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise VoiceTrainError(path, f"token cache is unreadable ({exc})", "delete it and rerun snakemake") from exc
+        raise VoiceTrainError(
+            path, f"token cache is unreadable ({exc})", "delete it and rerun snakemake"
+        ) from exc
     if meta.get("schema") != TOKENS_SCHEMA or codes.dtype != np.int16 or offsets[-1] != codes.shape[1]:
-        raise VoiceTrainError(path, "token cache is corrupt or from another version", "delete it and rerun snakemake")
+        raise VoiceTrainError(
+            path, "token cache is corrupt or from another version", "delete it and rerun snakemake"
+        )
     if expect_codec is not None and meta["codec"] != expect_codec:
         raise VoiceTrainError(
             path,

@@ -117,7 +117,9 @@ class Batcher:
         self.train_ids = tokens.indices("train")
         self.valid_ids = tokens.indices("valid")
         if not self.train_ids:
-            raise VoiceTrainError("token cache", "has no training clips", "record more audio or lower valid_fraction")
+            raise VoiceTrainError(
+                "token cache", "has no training clips", "record more audio or lower valid_fraction"
+            )
         self.segment = max(1, int(round(settings.segment_s * tokens.meta["frame_rate"])))
         self.samples_per_step = settings.batch_size * settings.grad_accum
 
@@ -303,12 +305,14 @@ class StatusWriter:
 
     def __init__(self, path: str, mirror: str | None, base: dict) -> None:
         self.path, self.mirror, self.base = path, mirror, base
+        self.last: dict | None = None
 
     def write(self, **fields_) -> dict:
         data = {**self.base, **fields_, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         for path in (self.path, self.mirror):
             if path:
                 write_json_atomic(path, data)
+        self.last = fields_
         return data
 
 
@@ -333,6 +337,47 @@ def train(
     voice: str,
     attention_backend: str = "torch",
 ) -> TrainResult:
+    """Train and export; train_status.json says "error" (and why) if anything fails."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    status = StatusWriter(
+        status_path,
+        str(Path(state_dir) / "train_status.json"),
+        {
+            "voice": voice,
+            "jobType": JOB_TYPE,
+            "model": model_name,
+            "device": settings.device,
+            "attention_backend": attention_backend,
+        },
+    )
+    status.write(status="starting", epoch=0, step=0, total_steps=settings.steps, loss=None, val_loss=None)
+    try:
+        return _train(
+            tokens_path,
+            model_name,
+            settings,
+            checkpoint_path,
+            export_dir,
+            state_dir,
+            attention_backend,
+            status,
+        )
+    except BaseException as exc:
+        last = status.last or {}
+        status.write(**{**last, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _train(
+    tokens_path: str,
+    model_name: str,
+    settings: TrainSettings,
+    checkpoint_path: str,
+    export_dir: str,
+    state_dir: str,
+    attention_backend: str,
+    status: StatusWriter,
+) -> TrainResult:
     import torch
 
     from . import compat, presets
@@ -340,15 +385,8 @@ def train(
     compat.setup_audiocraft(attention_backend)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
+    status.base.update(device=device, precision=precision)
     state_dir_ = Path(state_dir)
-    state_dir_.mkdir(parents=True, exist_ok=True)
-    status = StatusWriter(
-        status_path,
-        str(state_dir_ / "train_status.json"),
-        {"voice": voice, "jobType": JOB_TYPE, "model": model_name, "device": device,
-         "attention_backend": attention_backend, "precision": precision},
-    )
-    status.write(status="starting", epoch=0, step=0, total_steps=settings.steps, loss=None, val_loss=None)
 
     base_lm_file, codec_file = presets.model_files(model_name)
     from .tokens import codec_identity
@@ -365,7 +403,12 @@ def train(
     params = [p for p in lm.parameters() if p.requires_grad]
     fused = device.startswith("cuda")
     optimizer = torch.optim.AdamW(
-        params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay, eps=1e-8, fused=fused or None
+        params,
+        lr=settings.lr,
+        betas=(0.9, 0.95),
+        weight_decay=settings.weight_decay,
+        eps=1e-8,
+        fused=fused or None,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -402,8 +445,16 @@ def train(
     tokens_per_step_est = batcher.segment * tokens.meta["n_q"] * settings.batch_size * settings.grad_accum
     log.info(
         "model %s on %s (%s, attention %s): %d parameters; %d train / %d valid clips; %d steps x %d x %d",
-        model_name, device, precision, attention_backend, sum(p.numel() for p in params),
-        len(batcher.train_ids), len(batcher.valid_ids), settings.steps, settings.batch_size, settings.grad_accum,
+        model_name,
+        device,
+        precision,
+        attention_backend,
+        sum(p.numel() for p in params),
+        len(batcher.train_ids),
+        len(batcher.valid_ids),
+        settings.steps,
+        settings.batch_size,
+        settings.grad_accum,
     )
 
     def snapshot() -> dict:
@@ -461,7 +512,8 @@ def train(
             tokens_seen += int(counts.sum())
         if not math.isfinite(step_loss):
             raise VoiceTrainError(
-                status_path, f"training loss became {step_loss} at step {step}",
+                status.path,
+                f"training loss became {step_loss} at step {step}",
                 "lower train.lr or use train.precision: fp32",
             )
         if scaler is not None:
@@ -477,7 +529,9 @@ def train(
         loss_value = step_loss
         history["loss"].append([done, round(step_loss, 6)])
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", best_val=best and best["val_loss"] and f"{best['val_loss']:.3f}")
+        bar.set_postfix(
+            loss=f"{step_loss:.3f}", best_val=best and best["val_loss"] and f"{best['val_loss']:.3f}"
+        )
         val = None
         if done % settings.eval_every == 0 or done == settings.steps:
             val = run_eval(done)
@@ -487,20 +541,33 @@ def train(
             elapsed = time.monotonic() - started
             rate = (done - start_step) / elapsed if elapsed > 0 else 0.0
             status.write(
-                status="running", epoch=round(batcher.epoch_of(done), 3), step=done, total_steps=settings.steps,
-                loss=round(loss_value, 6), val_loss=val if val is not None else history["val"][-1][1],
-                lr=scheduler.get_last_lr()[0], grad_norm=round(float(grad_norm), 4),
+                status="running",
+                epoch=round(batcher.epoch_of(done), 3),
+                step=done,
+                total_steps=settings.steps,
+                loss=round(loss_value, 6),
+                val_loss=val if val is not None else history["val"][-1][1],
+                lr=scheduler.get_last_lr()[0],
+                grad_norm=round(float(grad_norm), 4),
                 tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
-                steps_per_s=round(rate, 4), elapsed_s=round(elapsed, 1),
+                steps_per_s=round(rate, 4),
+                elapsed_s=round(elapsed, 1),
                 eta_s=round((settings.steps - done) / rate, 1) if rate > 0 else None,
-                base_val_loss=base_val, best_val_loss=best["val_loss"], best_step=best["step"],
+                base_val_loss=base_val,
+                best_val_loss=best["val_loss"],
+                best_step=best["step"],
             )
     bar.close()
     elapsed = time.monotonic() - started
-    log.info("trained %d steps in %.1f s (%d tokens/step)", settings.steps - start_step, elapsed, tokens_per_step_est)
+    log.info(
+        "trained %d steps in %.1f s (%d tokens/step)",
+        settings.steps - start_step,
+        elapsed,
+        tokens_per_step_est,
+    )
 
     metadata = {
-        "voice": voice,
+        "voice": status.base["voice"],
         "base_model": model_name,
         "steps": settings.steps,
         "best_step": best["step"],
@@ -513,16 +580,29 @@ def train(
     export_checkpoint(lm, best_state, metadata, checkpoint_path, export_dir, codec_file)
     checkpoint_sha = sha256_file(checkpoint_path)
     final = status.write(
-        status="completed", epoch=round(batcher.epoch_of(settings.steps), 3), step=settings.steps,
-        total_steps=settings.steps, loss=loss_value, val_loss=history["val"][-1][1] if history["val"] else None,
-        lr=scheduler.get_last_lr()[0], elapsed_s=round(elapsed, 1), eta_s=0,
+        status="completed",
+        epoch=round(batcher.epoch_of(settings.steps), 3),
+        step=settings.steps,
+        total_steps=settings.steps,
+        loss=loss_value,
+        val_loss=history["val"][-1][1] if history["val"] else None,
+        lr=scheduler.get_last_lr()[0],
+        elapsed_s=round(elapsed, 1),
+        eta_s=0,
         tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
-        base_val_loss=base_val, best_val_loss=best["val_loss"], best_step=best["step"],
+        base_val_loss=base_val,
+        best_val_loss=best["val_loss"],
+        best_step=best["step"],
         val_history=history["val"],
-        checkpoint=str(checkpoint_path), checkpoint_sha256=checkpoint_sha,
-        checkpoint_size_bytes=os.path.getsize(checkpoint_path), export_dir=str(export_dir),
-        artifactRefs=[str(checkpoint_path), str(Path(export_dir) / presets.LM_FILE),
-                      str(Path(export_dir) / presets.CODEC_FILE)],
+        checkpoint=str(checkpoint_path),
+        checkpoint_sha256=checkpoint_sha,
+        checkpoint_size_bytes=os.path.getsize(checkpoint_path),
+        export_dir=str(export_dir),
+        artifactRefs=[
+            str(checkpoint_path),
+            str(Path(export_dir) / presets.LM_FILE),
+            str(Path(export_dir) / presets.CODEC_FILE),
+        ],
     )
     write_json_atomic(state_dir_ / "loss_history.json", history)
     return TrainResult(status=final, checkpoint=str(checkpoint_path))
@@ -542,7 +622,9 @@ def load_state_best(path: Path, expect: str):
     return pkg["state"], "ok"
 
 
-def export_checkpoint(lm, best_state: dict, metadata: dict, checkpoint_path: str, export_dir: str, codec_file: str):
+def export_checkpoint(
+    lm, best_state: dict, metadata: dict, checkpoint_path: str, export_dir: str, codec_file: str
+):
     """Write the LM checkpoint (audiocraft's format) and a pretrained directory beside it."""
     import audiocraft
     from omegaconf import OmegaConf
