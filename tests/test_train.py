@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-torch = pytest.importorskip("torch")
-
-from voice_train import compat, presets, tokens  # noqa: E402
-from voice_train.demo import synthesize_voice  # noqa: E402
-from voice_train.errors import VoiceTrainError  # noqa: E402
-from voice_train.fsutil import sha256_file  # noqa: E402
-from voice_train.train import Batcher, TrainSettings, lm_loss, load_state, train  # noqa: E402
+from voice_train import compat, presets, tokens
+from voice_train.demo import synthesize_voice
+from voice_train.errors import VoiceTrainError
+from voice_train.fsutil import sha256_file
+from voice_train.train import Batcher, TrainSettings, lm_loss, load_state, train
 
 DESCRIPTION = "a calm synthetic test voice"
 FAST = TrainSettings(
