@@ -260,3 +260,37 @@ def test_a_corrupt_training_state_is_not_used(tiny, token_file, tmp_path, caplog
     with caplog.at_level("INFO"):
         result = run(tmp_path, tiny, token_file, name="y")
     assert "unreadable" in caplog.text and result.status["status"] == "completed"
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def test_hub_weights_missing_offline_give_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("AUDIOCRAFT_CACHE_DIR", raising=False)
+    with pytest.raises(VoiceTrainError) as info:
+        presets.model_files("facebook/musicgen-small", cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    assert message.startswith("facebook/musicgen-small/state_dict.bin: model weights are neither in the")
+    assert "HF_HUB_OFFLINE" in message and "fix:" in message and "\n" not in message
+
+
+def test_a_model_directory_without_its_files_is_refused(tmp_path):
+    (tmp_path / "state_dict.bin").write_bytes(b"")
+    with pytest.raises(VoiceTrainError, match="compression_state_dict.bin: missing from the model directory"):
+        presets.model_files(str(tmp_path))
+
+
+def test_light_modules_do_not_import_torch():
+    code = (
+        "import sys; sys.path.insert(0, 'scripts');"
+        "import voice_train.report, voice_train.prepare, voice_train.preflight, voice_train.presets,"
+        " voice_train.train, voice_train.tokens;"
+        "assert 'torch' not in sys.modules and 'audiocraft' not in sys.modules, 'torch imported'"
+    )
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

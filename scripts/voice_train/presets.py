@@ -261,7 +261,8 @@ def model_files(name: str, cache_dir: str | None = None) -> tuple[str, str]:
 
 def hub_file(repo_id: str, filename: str, cache_dir: str | None = None) -> str:
     """A file of a hub model from the local cache or the hub, with a clear error if neither works."""
-    import audiocraft
+    from importlib.metadata import version
+
     from huggingface_hub import hf_hub_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
@@ -271,7 +272,7 @@ def hub_file(repo_id: str, filename: str, cache_dir: str | None = None) -> str:
             filename=filename,
             cache_dir=cache_dir or os.environ.get("AUDIOCRAFT_CACHE_DIR"),
             library_name="audiocraft",
-            library_version=audiocraft.__version__,
+            library_version=version("audiocraft"),
         )
     except Exception as exc:  # huggingface_hub raises many kinds: offline, not found, network
         why = "HF_HUB_OFFLINE is set and it is not in the cache" if offline else f"{type(exc).__name__}"
@@ -314,10 +315,17 @@ def load_compression(name: str, device: str = "cpu"):
 
 
 def load_lm(name: str, device: str = "cpu"):
-    """The model's LM in float32 (for training), through audiocraft's own loader."""
+    """The model's LM in float32 (for training), through audiocraft's own loader.
+
+    On a GPU, audiocraft's loader builds the LM in float16; training keeps float32 master
+    weights (autocast does the rest), so the weights are loaded again as stored.
+    """
     from audiocraft.models import loaders
 
     path = name if is_local_dir(name) else os.path.dirname(model_files(name)[0])
     with _hub_guard(name):
         lm = loaders.load_lm_model(path, device=device)
-    return lm.float()
+    lm = lm.float()
+    if str(device) != "cpu":
+        lm.load_state_dict(loaders.load_lm_model_ckpt(path)["best_state"])
+    return lm
