@@ -42,6 +42,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp_path, 0o755)  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp_path
         # Move the old directory aside first, so a complete one is in place at every moment

@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 from .errors import ERROR_PREFIX, VoiceTrainError
 
+# Messages to this logger go to the rule's log and, one line each, to the console.
+CONSOLE_LOGGER = "voice_train.console"
+
 
 def run_rule(log_path: str, body: Callable[[], None]) -> None:
     """Call ``body`` with stderr and logging sent to ``log_path``; exit 1 on failure.
@@ -23,6 +26,11 @@ def run_rule(log_path: str, body: Callable[[], None]) -> None:
         logging.basicConfig(
             stream=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
         )
+        # Milestones (e.g. training's validation steps) also go to the console, one line each.
+        to_console = logging.StreamHandler(console)
+        to_console.setFormatter(logging.Formatter("voice-train: %(message)s"))
+        console_logger = logging.getLogger(CONSOLE_LOGGER)
+        console_logger.handlers = [to_console]
         try:
             body()
         except VoiceTrainError as exc:

@@ -31,6 +31,7 @@ from .progress import progress
 from .tokens import TokenSet, load_tokens
 
 log = logging.getLogger(__name__)
+console = logging.getLogger("voice_train.console")  # also shown on the console by rule.run_rule
 
 CHECKPOINT_NAME = "tts_voice_train_musicgen_small.pt"
 STATE_SCHEMA = "voice_train_state/1"
@@ -428,7 +429,7 @@ def _train(
         best_state, best_why = load_state_best(best_path, run_id)
         if best_state is None:
             state, why = None, best_why
-    log.info("%s", why if state is not None else f"starting clean: {why}")
+    console.info("train %s: %s", status.base["voice"], why if state is not None else f"starting clean: {why}")
     history: dict = {"loss": [], "val": []}
     best = None
     start_step = 0
@@ -457,6 +458,8 @@ def _train(
         settings.grad_accum,
     )
 
+    started = time.monotonic()
+
     def snapshot() -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
 
@@ -472,7 +475,19 @@ def _train(
             best = {"step": step, "val_loss": None}
             best_state = snapshot()
             save_torch_atomic({"fingerprint": run_id, "step": step, "state": best_state}, best_path)
-        log.info("step %d: val_loss %s (best %s at step %d)", step, val, best["val_loss"], best["step"])
+        elapsed = time.monotonic() - started if step > start_step else 0.0
+        eta = elapsed / (step - start_step) * (settings.steps - step) if step > start_step else None
+        console.info(
+            "train %s: step %d/%d  loss %s  val_loss %s  best %s (step %d)%s",
+            status.base["voice"],
+            step,
+            settings.steps,
+            f"{history['loss'][-1][1]:.3f}" if history["loss"] else "-",
+            f"{val:.3f}" if val is not None else "-",
+            f"{best['val_loss']:.3f}" if best["val_loss"] is not None else "-",
+            best["step"],
+            f"  eta {eta:.0f} s" if eta is not None else "",
+        )
         return val
 
     def save_state(step: int) -> None:
@@ -491,7 +506,6 @@ def _train(
             state_path,
         )
 
-    started = time.monotonic()
     if start_step == 0:
         run_eval(0)  # the base model, before any update
         save_state(0)
@@ -579,6 +593,14 @@ def _train(
     }
     export_checkpoint(lm, best_state, metadata, checkpoint_path, export_dir, codec_file)
     checkpoint_sha = sha256_file(checkpoint_path)
+    console.info(
+        "train %s: done; validation loss %s (base model) -> %s (best, step %d); checkpoint %s",
+        status.base["voice"],
+        base_val,
+        best["val_loss"],
+        best["step"],
+        checkpoint_path,
+    )
     final = status.write(
         status="completed",
         epoch=round(batcher.epoch_of(settings.steps), 3),
