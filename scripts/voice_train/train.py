@@ -369,6 +369,10 @@ def train(
         raise
 
 
+def _fmt_loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _train(
     tokens_path: str,
     model_name: str,
@@ -596,8 +600,8 @@ def _train(
     console.info(
         "train %s: done; validation loss %s (base model) -> %s (best, step %d); checkpoint %s",
         status.base["voice"],
-        base_val,
-        best["val_loss"],
+        _fmt_loss(base_val),
+        _fmt_loss(best["val_loss"]),
         best["step"],
         checkpoint_path,
     )
