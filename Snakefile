@@ -10,9 +10,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 # A --configfile replaces the default config as a whole (Snakemake would merge the voice maps).
+# The default is found beside this Snakefile, also with --directory elsewhere (e.g. on Drive).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+report: "rules/report/workflow.rst"
 
 
 include: "rules/common.smk"

@@ -12,6 +12,11 @@ from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
 from voice_train.train import CHECKPOINT_NAME  # noqa: E402
 
+# `--config voices='{...}'` names the voices of this run: it replaces the config file's map
+# (Snakemake would merge the two, and run the file's voices as well).
+if "voices" in (workflow.config_settings.config or {}):
+    config["voices"] = dict(workflow.config_settings.config["voices"] or {})
+
 # Values given as --config key='{...}' arrive as strings; read them as the schema's types.
 _schema = yaml.safe_load((Path(workflow.basedir) / "config/schema.yaml").read_text())
 config.update(coerce_to_schema(dict(config), _schema))
@@ -86,6 +91,15 @@ def model_input(wildcards):
     if Path(MODEL_NAME).is_dir():
         return [f"{MODEL_NAME}/state_dict.bin", f"{MODEL_NAME}/compression_state_dict.bin"]
     return []
+
+
+def gpu_jobs(section):
+    """Resource ``gpu`` of a model rule: 1 unless its config section pins it to the CPU.
+
+    Profiles cap it (``resources: gpu=1``) so that one GPU runs one model job at a time, and
+    cluster profiles map it to a GPU request. A resource, not a param: it never triggers reruns.
+    """
+    return 0 if str(config[section].get("device", "auto")) == "cpu" else 1
 
 
 def tokens_path(voice):

@@ -15,6 +15,7 @@ rule encode:
     threads: 2
     resources:
         mem_mb=8000,
+        gpu=gpu_jobs("encode"),
     params:
         model=MODEL_NAME,
         model_ref=model_ref(),

@@ -10,7 +10,18 @@ rule report:
         checkpoints=[checkpoint_path(v) for v in VOICES],
         samples=[p for v in VOICES for p in sample_paths(v)],
     output:
-        report=PATHS["report"],
+        report=report(
+            PATHS["report"],
+            caption="report/report_block.rst",
+            category="Report",
+            labels={"file": "COLAB TRAIN REPORT block"},
+        ),
+        summary=report(
+            f"{Path(PATHS['report']).parent}/summary.html",
+            caption="report/summary.rst",
+            category="Report",
+            labels={"file": "run summary (dataset, training)"},
+        ),
     log:
         f"{LOGS}/report/report.log",
     conda:

@@ -5,8 +5,24 @@ rule sample:
         lm_checkpoint=lambda wildcards: checkpoint_path(wildcards.voice),
         manifest=lambda wildcards: manifest_path(wildcards.voice),
     output:
-        text=f"{PATHS['samples_dir']}/{{voice}}/text.wav",
-        continuation=f"{PATHS['samples_dir']}/{{voice}}/continuation.wav",
+        text=report(
+            f"{PATHS['samples_dir']}/{{voice}}/text.wav",
+            caption="report/sample_text.rst",
+            category="Samples",
+            labels={"voice": "{voice}", "sample": "text-conditioned (WAV)"},
+        ),
+        continuation=report(
+            f"{PATHS['samples_dir']}/{{voice}}/continuation.wav",
+            caption="report/sample_continuation.rst",
+            category="Samples",
+            labels={"voice": "{voice}", "sample": "continuation (WAV)"},
+        ),
+        listen=report(
+            f"{PATHS['samples_dir']}/{{voice}}/listen.html",
+            caption="report/listen.rst",
+            category="Samples",
+            labels={"voice": "{voice}", "sample": "listen (player)"},
+        ),
     log:
         f"{LOGS}/sample/{{voice}}.log",
     benchmark:
@@ -16,6 +32,7 @@ rule sample:
     threads: 2
     resources:
         mem_mb=8000,
+        gpu=gpu_jobs("sample"),
     params:
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],
         settings=config["sample"],

@@ -8,6 +8,12 @@ rule train:
         status=f"{PATHS['train_dir']}/{{voice}}/train_status.json",
         lm_checkpoint=f"{PATHS['checkpoint_dir']}/{{voice}}/{CHECKPOINT_NAME}",
         export=directory(f"{PATHS['checkpoint_dir']}/{{voice}}/export"),
+        loss_plot=report(
+            f"{PATHS['train_dir']}/{{voice}}/loss_curve.png",
+            caption="report/loss_curve.rst",
+            category="Training",
+            labels={"voice": "{voice}", "figure": "loss curve"},
+        ),
     log:
         f"{LOGS}/train/{{voice}}.log",
     benchmark:
@@ -17,6 +23,7 @@ rule train:
     threads: 4
     resources:
         mem_mb=16000,
+        gpu=gpu_jobs("train"),
     params:
         model=MODEL_NAME,
         model_ref=model_ref(),

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from voice_train.html import write_listen_page
 from voice_train.rule import run_rule
 
 
@@ -20,6 +21,15 @@ def main():
         text_wav=snakemake.output.text,
         continuation_wav=snakemake.output.continuation,
         attention_backend=snakemake.params.attention_backend,
+    )
+    write_listen_page(
+        snakemake.output.listen,
+        snakemake.wildcards.voice,
+        snakemake.params.description,
+        [
+            ("Text-conditioned sample", snakemake.output.text),
+            ("Continuation of a validation clip's first seconds", snakemake.output.continuation),
+        ],
     )
 
 

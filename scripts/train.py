@@ -22,6 +22,7 @@ def main():
         state_dir=snakemake.params.state_dir,
         voice=snakemake.wildcards.voice,
         attention_backend=snakemake.params.attention_backend,
+        loss_plot_path=snakemake.output.loss_plot,
     )
     keys = ("base_val_loss", "best_val_loss", "best_step", "loss", "checkpoint_sha256")
     logging.info("done: %s", json.dumps({k: result.status.get(k) for k in keys}))

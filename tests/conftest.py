@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import soundfile as sf
 from voice_train.demo import synthesize_voice
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs")
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles")
 
 
 def write_flac(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
@@ -46,14 +47,20 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake (this interpreter's) in ``workdir``; return the finished process."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake (this interpreter's) in ``workdir``; return the finished process.
+
+    ``env`` entries are added to (and override) this process's environment.
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", *args],
         cwd=workdir,
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **env} if env else None,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

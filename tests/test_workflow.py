@@ -209,3 +209,26 @@ def test_a_section_given_with_config_overrides_with_numbers_intact(demo_copy):
     assert pending_jobs(demo_copy, *DEMO, "--config", override) == dict.fromkeys(
         ("all", "prepare", "encode", "train", "sample", "report"), 1
     )
+
+
+def test_html_report_has_the_loss_curve_the_samples_and_the_summary(demo_copy):
+    html_file = demo_copy / "results/report.html"
+    snakemake(demo_copy, *DEMO, "--report", str(html_file))
+    html = html_file.read_text(encoding="utf-8")
+    for name in ("loss_curve.png", "text.wav", "continuation.wav", "listen.html", "summary.html"):
+        assert name in html, f"{name} is in the report"
+    for category in ("Training", "Samples", "Report"):
+        assert category in html
+    plot = demo_copy / "results/train/demo_voice/loss_curve.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    listen = (demo_copy / "results/samples/demo_voice/listen.html").read_text(encoding="utf-8")
+    assert listen.count('src="data:audio/wav;base64,') == 2
+    summary = (demo_copy / "results/report/summary.html").read_text(encoding="utf-8")
+    assert "validation loss: base model" in summary and "=== COLAB TRAIN REPORT ===" in summary
+
+
+def test_voices_given_with_config_replace_the_config_files_voices(tmp_path, voice_flac):
+    workdir = copy_workflow(tmp_path / "wf")
+    voices = json.dumps({"v1": {"source": str(voice_flac), "description": "a test voice"}})
+    jobs = snakemake(workdir, "-n", "--config", f"voices={voices}").stdout
+    assert set(re.findall(r"wildcards: voice=(\S+)", jobs)) == {"v1"}

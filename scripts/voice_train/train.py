@@ -337,8 +337,12 @@ def train(
     state_dir: str,
     voice: str,
     attention_backend: str = "torch",
+    loss_plot_path: str | None = None,
 ) -> TrainResult:
-    """Train and export; train_status.json says "error" (and why) if anything fails."""
+    """Train and export; train_status.json says "error" (and why) if anything fails.
+
+    ``loss_plot_path``, when given, gets the loss curve as a PNG (for ``snakemake --report``).
+    """
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     status = StatusWriter(
         status_path,
@@ -362,6 +366,7 @@ def train(
             state_dir,
             attention_backend,
             status,
+            loss_plot_path,
         )
     except BaseException as exc:
         last = status.last or {}
@@ -382,6 +387,7 @@ def _train(
     state_dir: str,
     attention_backend: str,
     status: StatusWriter,
+    loss_plot_path: str | None = None,
 ) -> TrainResult:
     import torch
 
@@ -597,6 +603,11 @@ def _train(
     }
     export_checkpoint(lm, best_state, metadata, checkpoint_path, export_dir, codec_file)
     checkpoint_sha = sha256_file(checkpoint_path)
+    if loss_plot_path is not None:
+        from .plots import draw_loss_curve
+
+        title = f"{status.base['voice']}: {model_name}, {settings.steps} steps"
+        draw_loss_curve(history, loss_plot_path, title)
     console.info(
         "train %s: done; validation loss %s (base model) -> %s (best, step %d); checkpoint %s",
         status.base["voice"],

@@ -1,0 +1,85 @@
+"""The report's pages: the sample player, the run summary, the loss curve."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import soundfile as sf
+
+from voice_train.html import write_listen_page, write_summary_page
+from voice_train.plots import draw_loss_curve
+
+
+def test_listen_page_embeds_each_wav_whole(tmp_path):
+    wavs = []
+    for i, name in enumerate(("text.wav", "continuation.wav")):
+        path = tmp_path / name
+        sf.write(path, np.full(3200, 0.1 * (i + 1), dtype=np.float32), 32000, subtype="PCM_16")
+        wavs.append((f"sample <{i}>", str(path)))
+    page = tmp_path / "listen.html"
+    write_listen_page(page, "v1", 'a "calm" voice & more', wavs)
+    html = page.read_text(encoding="utf-8")
+    embedded = re.findall(r'src="data:audio/wav;base64,([^"]+)"', html)
+    assert [base64.b64decode(e) for e in embedded] == [open(w, "rb").read() for _, w in wavs]
+    assert "&quot;calm&quot; voice &amp; more" in html and "sample &lt;0&gt;" in html
+
+
+def test_summary_page_has_the_dataset_and_training_figures(tmp_path):
+    manifest = {
+        "source": "data/v1.flac",
+        "count": 3,
+        "sample_rate": 32000,
+        "entries": [{"duration_s": d} for d in (4.0, 9.5, 12.0)],
+        "summary": {
+            "source_duration_s": 60.0,
+            "kept_duration_s": 25.5,
+            "train": {"count": 2, "duration_s": 16.0},
+            "valid": {"count": 1, "duration_s": 9.5},
+            "dropped_short": {"count": 1, "duration_s": 1.2},
+        },
+    }
+    status = {
+        "status": "completed",
+        "step": 16,
+        "total_steps": 16,
+        "base_val_loss": 8.0812,
+        "best_val_loss": 5.25,
+    }
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    (tmp_path / "s.json").write_text(json.dumps(status))
+    page = tmp_path / "summary.html"
+    write_summary_page(
+        page, [("v1", str(tmp_path / "m.json"), str(tmp_path / "s.json"))], "=== BLOCK <x> ==="
+    )
+    html = page.read_text(encoding="utf-8")
+    for text in (
+        "4.0 / 9.5 / 12.0",
+        "2 / 16.0",
+        "1 / 1.2",
+        "8.081",
+        "5.250",
+        "16 / 16",
+        "=== BLOCK &lt;x&gt; ===",
+    ):
+        assert text in html, text
+
+
+def test_summary_page_of_a_voice_that_never_got_far(tmp_path):
+    page = tmp_path / "summary.html"
+    write_summary_page(page, [("v1", str(tmp_path / "none.json"), str(tmp_path / "none2.json"))], "block")
+    html = page.read_text(encoding="utf-8")
+    assert "<h2>v1</h2>" in html and "Training" not in html
+
+
+def test_loss_curve_is_a_png(tmp_path):
+    history = {"loss": [[s, 8.0 - s * 0.05] for s in range(1, 61)], "val": [[0, 8.1], [30, 6.9], [60, 5.2]]}
+    path = tmp_path / "loss.png"
+    draw_loss_curve(history, path, "v1: tiny, 60 steps")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (800, 450)
+    assert not list(tmp_path.glob(".loss.png.*")), "no temporary file left"
