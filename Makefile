@@ -3,18 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean-demo
+.PHONY: demo report test lint format clean-demo
 
-$(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt scripts/install.py \
+		scripts/voice_train/install.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-train.txt
-	# audiocraft's metadata pins torch 2.1 and xformers: install it without its deps.
-	$(BIN)/python -m pip install --quiet --no-deps audiocraft==1.3.0
+	# The workflow's set, then audiocraft with --no-deps (its metadata pins torch 2.1 and xformers).
+	$(BIN)/python scripts/install.py
+	# Tests and linters on top.
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores all --configfile config/demo.yaml
+
+# The HTML report of the finished demo (loss curve, samples, summary): results/report.html
+report: $(BIN)/.installed
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/report.html
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
