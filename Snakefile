@@ -34,6 +34,7 @@ rule all:
     default_target: True
     input:
         config["paths"]["report"],
+        [path for voice in VOICES for path in voice_outputs(voice)],
 
 
 onsuccess:

@@ -122,8 +122,41 @@ def state_dir(voice):
     return f"{PATHS['state_dir']}/{voice}"
 
 
+def loss_plot_path(voice):
+    return f"{PATHS['train_dir']}/{voice}/loss_curve.png"
+
+
+def listen_page_path(voice):
+    return f"{PATHS['samples_dir']}/{voice}/listen.html"
+
+
 def sample_paths(voice):
     return [f"{PATHS['samples_dir']}/{voice}/{kind}.wav" for kind in ("text", "continuation")]
+
+
+def voice_outputs(voice):
+    """Every file the workflow makes for ``voice``: rule ``all`` asks for each of them.
+
+    Snakemake does not redo a job whose outputs are missing when the jobs after it are done
+    (it treats them like deleted intermediates). A run killed after Snakemake removed a job's
+    old outputs would then leave them missing for good; asking for them here redoes that job.
+    """
+    dataset = dataset_dir(voice)
+    return [
+        preflight_marker(voice),
+        manifest_path(voice),
+        f"{dataset}/data.jsonl",
+        f"{dataset}/train/data.jsonl",
+        f"{dataset}/valid/data.jsonl",
+        f"{dataset}/clips",
+        tokens_path(voice),
+        status_path(voice),
+        checkpoint_path(voice),
+        export_dir(voice),
+        loss_plot_path(voice),
+        *sample_paths(voice),
+        listen_page_path(voice),
+    ]
 
 
 def voice_files():

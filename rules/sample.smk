@@ -3,6 +3,7 @@ rule sample:
     input:
         export=lambda wildcards: export_dir(wildcards.voice),
         lm_checkpoint=lambda wildcards: checkpoint_path(wildcards.voice),
+        status=lambda wildcards: status_path(wildcards.voice),
         manifest=lambda wildcards: manifest_path(wildcards.voice),
     output:
         text=report(

@@ -33,4 +33,4 @@ def main():
     )
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

@@ -11,4 +11,4 @@ def main():
     write_json_atomic(snakemake.output.marker, marker)
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

@@ -21,4 +21,4 @@ def main():
     logging.info("%d clips: %s", manifest["count"], json.dumps(manifest["summary"]))
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

@@ -14,4 +14,4 @@ def main():
     write_summary_page(snakemake.output.summary, [(v.voice, v.manifest, v.status) for v in voices], block)
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

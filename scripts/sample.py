@@ -13,6 +13,7 @@ def main():
     from voice_train.sample import SampleSettings, generate_samples
 
     torch.set_num_threads(snakemake.threads)
+    status = json.loads(Path(snakemake.input.status).read_text(encoding="utf-8"))
     generate_samples(
         export_dir=snakemake.input.export,
         manifest=json.loads(Path(snakemake.input.manifest).read_text(encoding="utf-8")),
@@ -21,6 +22,8 @@ def main():
         text_wav=snakemake.output.text,
         continuation_wav=snakemake.output.continuation,
         attention_backend=snakemake.params.attention_backend,
+        expect_sha256=status["checkpoint_sha256"],
+        checkpoint=snakemake.input.lm_checkpoint,
     )
     write_listen_page(
         snakemake.output.listen,
@@ -33,4 +36,4 @@ def main():
     )
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

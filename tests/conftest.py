@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from voice_train.demo import synthesize_voice
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles")
+DEMO = ("--configfile", "config/demo.yaml")
 
 
 def write_flac(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
@@ -65,3 +67,32 @@ def snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def short_demo(workdir: Path) -> Path:
+    """A copy of the workflow whose demo recording is 60 s instead of 150 s, trained 16 steps."""
+    copy_workflow(workdir)
+    cfg_path = workdir / "config/demo.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["demo"]["duration_s"] = 60
+    cfg["train"].update(steps=16, eval_every=8, save_every=8, log_every=4)
+    cfg["sample"].update(duration_s=1, prompt_s=0.5)
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def finished_demo(tmp_path_factory):
+    """The short demo run once to the end; tests that change things work on copies of it."""
+    workdir = short_demo(tmp_path_factory.mktemp("demo") / "wf")
+    proc = snakemake(workdir, *DEMO)
+    return workdir, proc
+
+
+@pytest.fixture
+def demo_copy(finished_demo, tmp_path):
+    """A private copy of the finished demo (results and Snakemake's records included)."""
+    workdir, _ = finished_demo
+    dest = tmp_path / "wf"
+    shutil.copytree(workdir, dest, symlinks=True)
+    return dest

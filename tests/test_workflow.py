@@ -5,30 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import copy_workflow, snakemake
+from conftest import DEMO, copy_workflow, short_demo, snakemake
 
 pytestmark = pytest.mark.workflow
 
-DEMO = ("--configfile", "config/demo.yaml")
 REPORT = Path("results/report/colab_train_report.txt")
-
-
-def short_demo(workdir: Path) -> Path:
-    """A copy of the workflow whose demo recording is 60 s instead of 150 s."""
-    copy_workflow(workdir)
-    cfg_path = workdir / "config/demo.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["demo"]["duration_s"] = 60
-    cfg["train"].update(steps=16, eval_every=8, save_every=8, log_every=4)
-    cfg["sample"].update(duration_s=1, prompt_s=0.5)
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return workdir
 
 
 def pending_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -45,22 +31,6 @@ def report_fields(workdir: Path) -> dict[str, str]:
     lines = (workdir / REPORT).read_text().splitlines()
     assert lines[0] == "=== COLAB TRAIN REPORT ==="
     return dict(line.split(": ", 1) for line in lines[1:] if line)
-
-
-@pytest.fixture(scope="module")
-def finished_demo(tmp_path_factory):
-    """The demo run once to the end; tests that change things work on copies of it."""
-    workdir = short_demo(tmp_path_factory.mktemp("demo") / "wf")
-    proc = snakemake(workdir, *DEMO)
-    return workdir, proc
-
-
-@pytest.fixture
-def demo_copy(finished_demo, tmp_path):
-    workdir, _ = finished_demo
-    dest = tmp_path / "wf"
-    shutil.copytree(workdir, dest, symlinks=True)
-    return dest
 
 
 def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):

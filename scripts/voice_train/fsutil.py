@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 
 
@@ -54,6 +55,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove what an interrupted atomic write of ``path`` left beside it; return those paths.
+
+    A job killed hard (kill -9, a dead Colab runtime) cannot clean up its ``.<name>.*`` temp
+    files or directories; they are never the file itself, so removing them loses nothing.
+    Call this only where no other writer of ``path`` can be running (Snakemake's lock).
+    """
+    target = Path(path)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for leftover in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .errors import ERROR_PREFIX, VoiceTrainError
+from .fsutil import remove_stale_temps
 
 # Messages to this logger go to the rule's log and, one line each, to the console.
 CONSOLE_LOGGER = "voice_train.console"
 
 
-def run_rule(log_path: str, body: Callable[[], None]) -> None:
+def run_rule(log_path: str, body: Callable[[], None], outputs: Iterable[str] = ()) -> None:
     """Call ``body`` with stderr and logging sent to ``log_path``; exit 1 on failure.
+
+    First, temp files that an earlier, hard-killed run of this job left beside ``outputs``
+    are removed (Snakemake removes the incomplete outputs themselves).
 
     A ``VoiceTrainError`` becomes one line, ``voice-train error: <file>: <problem>; fix:
     <fix>``, written to the log (where the report handler finds it) and to the console.
@@ -32,6 +36,9 @@ def run_rule(log_path: str, body: Callable[[], None]) -> None:
         console_logger = logging.getLogger(CONSOLE_LOGGER)
         console_logger.handlers = [to_console]
         try:
+            for output in outputs:
+                for leftover in remove_stale_temps(output):
+                    logging.info("removed %s, left by an interrupted run", leftover)
             body()
         except VoiceTrainError as exc:
             line = f"{ERROR_PREFIX} {exc}"

@@ -10,12 +10,14 @@ Two WAVs per voice, from the exported pretrained directory through ``MusicGen.ge
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
 from .errors import VoiceTrainError
-from .fsutil import atomic_path
+from .fsutil import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,23 @@ def pick_prompt_clip(manifest: dict) -> dict:
     return entries[0]
 
 
+def verify_export(export_dir: str, expect_sha256: str, checkpoint: str | None = None) -> None:
+    """Refuse a checkpoint (and the export's LM file) that is not what training recorded."""
+    from .presets import LM_FILE
+
+    lm_file = Path(export_dir) / LM_FILE
+    files = [lm_file]
+    if checkpoint is not None and not (lm_file.exists() and os.path.samefile(checkpoint, lm_file)):
+        files.insert(0, Path(checkpoint))
+    for path in files:
+        if not path.is_file() or sha256_file(path) != expect_sha256:
+            raise VoiceTrainError(
+                path,
+                "not the checkpoint that train_status.json recorded (missing, truncated or changed)",
+                "rebuild it with: snakemake --cores all --forcerun train",
+            )
+
+
 def generate_samples(
     export_dir: str,
     manifest: dict,
@@ -62,6 +81,8 @@ def generate_samples(
     text_wav: str,
     continuation_wav: str,
     attention_backend: str = "torch",
+    expect_sha256: str | None = None,
+    checkpoint: str | None = None,
 ) -> dict:
     import soundfile as sf
     import torch
@@ -69,6 +90,8 @@ def generate_samples(
     from . import compat
     from .train import resolve_device
 
+    if expect_sha256 is not None:
+        verify_export(export_dir, expect_sha256, checkpoint)
     compat.setup_audiocraft(attention_backend)
     from audiocraft.models import MusicGen
 

@@ -30,6 +30,7 @@ from .progress import progress
 
 TOKENS_SCHEMA = "voice_tokens/1"
 log = logging.getLogger(__name__)
+REBUILD_TOKENS = "rebuild it with: snakemake --cores all --forcerun encode"
 
 
 @dataclass
@@ -170,13 +171,9 @@ def load_tokens(path: str | os.PathLike, expect_codec: dict | None = None) -> To
         with np.load(path, allow_pickle=False) as data:
             codes, offsets, meta = data["codes"], data["offsets"], json.loads(str(data["meta"]))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise VoiceTrainError(
-            path, f"token cache is unreadable ({exc})", "delete it and rerun snakemake"
-        ) from exc
+        raise VoiceTrainError(path, f"token cache is unreadable ({exc})", REBUILD_TOKENS) from exc
     if meta.get("schema") != TOKENS_SCHEMA or codes.dtype != np.int16 or offsets[-1] != codes.shape[1]:
-        raise VoiceTrainError(
-            path, "token cache is corrupt or from another version", "delete it and rerun snakemake"
-        )
+        raise VoiceTrainError(path, "token cache is corrupt or from another version", REBUILD_TOKENS)
     if expect_codec is not None and meta["codec"] != expect_codec:
         raise VoiceTrainError(
             path,

@@ -1,0 +1,158 @@
+"""Faults: a job killed with SIGKILL mid-way, a second run on the same directory, corrupt files.
+
+Each kill test forces one rule of a finished demo to run again, kills the whole Snakemake
+process group while that job is busy, and then runs the commands the README documents
+(``snakemake --unlock``, then ``snakemake --rerun-incomplete``). The run must finish with the
+same checkpoint as the uninterrupted demo (CPU training is deterministic) and leave no
+temporary files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO, snakemake
+
+pytestmark = pytest.mark.workflow
+
+VOICE = "demo_voice"
+CHECKPOINT = Path(f"results/checkpoints/{VOICE}/tts_voice_train_musicgen_small.pt")
+
+
+def report_fields(workdir: Path) -> dict[str, str]:
+    text = (workdir / "results/report/colab_train_report.txt").read_text()
+    return dict(line.split(": ", 1) for line in text.splitlines()[1:] if line)
+
+
+def start(workdir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *DEMO, *args],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the job's Python too
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before the moment to kill it"
+        assert time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def leftovers(workdir: Path) -> list[Path]:
+    return [p for p in (workdir / "results").rglob(".*") if p.name != ".snakemake_timestamp"]
+
+
+def mid_job(workdir: Path, rule: str) -> Callable[[], bool]:
+    """The moment to kill ``rule``'s job: while it is busy (its old log was removed before)."""
+    results = workdir / "results"
+    if rule == "prepare":  # clips are being written into the staging directory
+        return lambda: any((results / "dataset" / VOICE).glob(".clips.*/*.flac"))
+    if rule == "train":  # the state of step 8 (of 16) is saved and training goes on
+
+        def training() -> bool:
+            mirror = results / "state" / VOICE / "train_status.json"
+            status = json.loads(mirror.read_text()) if mirror.exists() else {}
+            return status.get("status") == "running" and status.get("step", 0) >= 8
+
+        return training
+    if rule == "sample":  # the first WAV is written, the second is not
+        return lambda: (results / "samples" / VOICE / "text.wav").exists()
+    log = results / "logs" / rule / f"{VOICE}.log"
+    began: list[float] = []
+
+    def encoding() -> bool:  # the job has started and had a second to load the model
+        if not began and log.exists() and log.stat().st_size > 0:
+            began.append(time.monotonic())
+        return bool(began) and time.monotonic() - began[0] > 1.0
+
+    return encoding
+
+
+@pytest.mark.parametrize("rule", ["prepare", "encode", "train", "sample"])
+def test_a_job_killed_mid_way_is_redone_by_the_documented_commands(finished_demo, demo_copy, rule):
+    expected_sha = json.loads((finished_demo[0] / f"results/train/{VOICE}/train_status.json").read_text())[
+        "checkpoint_sha256"
+    ]
+    if rule == "train":
+        # Train from step 0 again, so that the kill lands between two saved states.
+        for item in (demo_copy / "results/state" / VOICE).iterdir():
+            item.unlink()
+    # The finished demo's log and samples would signal the moment to kill too early.
+    (demo_copy / "results/logs" / rule / f"{VOICE}.log").unlink()
+    if rule == "sample":
+        for item in (demo_copy / "results/samples" / VOICE).iterdir():
+            item.unlink()
+    proc = start(demo_copy, "--forcerun", rule)
+    kill_when(proc, mid_job(demo_copy, rule))
+    if rule == "train":
+        status = json.loads((demo_copy / "results/state" / VOICE / "train_status.json").read_text())
+        assert status["status"] == "running" and status["step"] < 16, "killed mid-training"
+
+    # A plain rerun is refused: by the stale lock, or because of the half-written outputs.
+    refused = snakemake(demo_copy, *DEMO, check=False)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and ("cannot be locked" in said or "Incomplete files" in said)
+    snakemake(demo_copy, *DEMO, "--unlock")
+    rerun = snakemake(demo_copy, *DEMO, "--rerun-incomplete")
+
+    assert report_fields(demo_copy)["objective_status"] == "completed"
+    assert report_fields(demo_copy)["checkpoint_sha256"] == expected_sha
+    assert leftovers(demo_copy) == [], "no temporary file of the killed job survives"
+    if rule == "train":
+        assert "resuming from step 8" in rerun.stderr + rerun.stdout
+
+
+def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(demo_copy):
+    first = start(demo_copy, "--forcerun", "sample")
+    try:
+        log = demo_copy / "results/logs/sample" / f"{VOICE}.log"
+        deadline = time.monotonic() + 120
+        while not log.exists() or (demo_copy / ".snakemake/locks").exists() is False:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = snakemake(demo_copy, *DEMO, "--forcerun", "report", check=False)
+        assert second.returncode != 0
+        assert "Directory cannot be locked" in second.stdout + second.stderr
+    finally:
+        assert first.wait(timeout=300) == 0, "the first run finishes undisturbed"
+    assert report_fields(demo_copy)["objective_status"] == "completed"
+
+
+def test_a_corrupt_checkpoint_is_reported_and_not_used(demo_copy):
+    checkpoint = demo_copy / CHECKPOINT
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])  # the export's state_dict.bin is the same file
+    proc = snakemake(demo_copy, *DEMO, check=False)  # a newer checkpoint: sample and report rerun
+    assert proc.returncode != 0
+    fields = report_fields(demo_copy)
+    assert fields["objective_status"] == "failed" and fields["first_failed_step"] == "sample"
+    assert "not the checkpoint that train_status.json recorded" in fields["root_cause"]
+    assert fields["next_unblock_action"] == "rebuild it with: snakemake --cores all --forcerun train"
+    snakemake(demo_copy, *DEMO, "--forcerun", "train")
+    assert report_fields(demo_copy)["objective_status"] == "completed"
+    assert checkpoint.read_bytes() == data
+
+
+def test_a_corrupt_token_cache_is_refused_by_training(demo_copy):
+    tokens = demo_copy / f"results/tokens/{VOICE}.npz"
+    tokens.write_bytes(tokens.read_bytes()[:1000])
+    proc = snakemake(demo_copy, *DEMO, check=False)
+    assert proc.returncode != 0
+    fields = report_fields(demo_copy)
+    assert fields["objective_status"] == "failed" and fields["first_failed_step"] == "train"
+    assert "tokens" in fields["root_cause"] and "encode" in fields["next_unblock_action"]
