@@ -28,4 +28,4 @@ def main():
     logging.info("done: %s", json.dumps({k: result.status.get(k) for k in keys}))
 
 
-run_rule(snakemake.log[0], main)
+run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

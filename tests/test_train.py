@@ -294,3 +294,126 @@ def test_light_modules_do_not_import_torch():
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+def test_out_of_gpu_memory_names_the_settings_to_lower(tiny, token_file, tmp_path, monkeypatch):
+    def out_of_memory(self, step, micro):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Batcher, "train_batch", out_of_memory)
+    with pytest.raises(VoiceTrainError) as info:
+        run(tmp_path, tiny, token_file, name="oom")
+    message = str(info.value)
+    assert "out of GPU memory" in message and "train.batch_size" in message and "\n" not in message
+    assert "train.gradient_checkpointing: true" in message and "train.grad_accum" in message
+    status = (tmp_path / "oom" / "state" / "train_status.json").read_text()
+    assert '"status": "error"' in status and "out of GPU memory" in status
+
+
+def test_leftovers_of_a_killed_save_are_removed_on_the_next_run(tiny, token_file, tmp_path):
+    state = tmp_path / "z" / "state"
+    leftover = state / ".train_state.pt.k1ll3d"
+    leftover.mkdir(parents=True)
+    (leftover / "train_state.pt").write_bytes(b"half a state")
+    result = run(tmp_path, tiny, token_file, name="z")
+    assert result.status["status"] == "completed" and not leftover.exists()
+
+
+def test_samples_refuse_an_export_that_is_not_the_recorded_checkpoint(tmp_path):
+    from voice_train.sample import verify_export
+
+    (tmp_path / "state_dict.bin").write_bytes(b"truncated checkpoint")
+    with pytest.raises(VoiceTrainError, match="not the checkpoint that train_status.json recorded"):
+        verify_export(str(tmp_path), expect_sha256="0" * 64)
+    verify_export(str(tmp_path), expect_sha256=sha256_file(tmp_path / "state_dict.bin"))
+
+
+# --- LoRA and low_vram ---------------------------------------------------------------------
+
+LORA = dataclasses.replace(FAST, lora_rank=4, lora_alpha=8.0, lr=1e-2)
+
+
+def _logits(lm, codes, descriptions):
+    from voice_train.train import condition_tensors
+
+    with torch.no_grad():
+        return lm.eval().compute_predictions(codes, [], condition_tensors(lm, descriptions)).logits
+
+
+def test_lora_starts_as_the_base_model_and_trains_only_its_matrices(tiny, token_file):
+    from voice_train import lora
+
+    lm = presets.load_lm(tiny)
+    codes, _, descriptions = Batcher(tokens.load_tokens(token_file), FAST, lm.special_token_id).train_batch(
+        0, 0
+    )
+    before = _logits(lm, codes, descriptions)
+    trainable = lora.add_lora(lm, rank=4, alpha=8.0, seed=0)
+    torch.testing.assert_close(_logits(lm, codes, descriptions), before, rtol=0, atol=0, equal_nan=True)
+    targets = lora.target_weights(lm)
+    assert len(targets) == 6 * len(lm.transformer.layers)
+    expected = sum(4 * (w.shape[0] + w.shape[1]) for w in (getattr(m, n) for _, m, n in targets))
+    assert sum(p.numel() for p in trainable) == expected
+    assert {id(p) for p in lm.parameters() if p.requires_grad} == {id(p) for p in trainable}
+
+
+def test_lora_learns_and_exports_a_plain_merged_checkpoint(tiny, token_file, tmp_path):
+    from audiocraft.models import loaders
+
+    from voice_train import lora
+
+    result = run(tmp_path, tiny, token_file, dataclasses.replace(LORA, steps=24, eval_every=12), name="lora")
+    status = result.status
+    assert status["best_val_loss"] < status["base_val_loss"] - 0.5
+    pkg = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    base = presets.load_lm_state(tiny)
+    assert pkg["best_state"].keys() == base.keys(), "the export has the base model's keys only"
+    assert pkg["voice_train"]["lora"] == {"rank": 4, "alpha": 8.0, "merged": True}
+
+    # The merged checkpoint computes what the LoRA model at its best state computes.
+    merged = loaders.load_lm_model(result.checkpoint, device="cpu")
+    with_lora = presets.load_lm(tiny)
+    lora.add_lora(with_lora, rank=4, alpha=8.0, seed=0)
+    best = torch.load(tmp_path / "lora" / "state" / "best_state.pt", weights_only=True)["state"]
+    lora.load_lora_state(with_lora, best)
+    codes, _, descriptions = Batcher(
+        tokens.load_tokens(token_file), FAST, merged.special_token_id
+    ).train_batch(0, 0)
+    torch.testing.assert_close(
+        _logits(merged, codes, descriptions), _logits(with_lora, codes, descriptions), equal_nan=True
+    )
+
+
+def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
+    tiny, token_file, tmp_path, monkeypatch
+):
+    whole = run(tmp_path, tiny, token_file, LORA, name="whole")
+    original = Batcher.train_batch
+
+    def crash_at_step_9(self, step, micro):
+        if step == 9:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, step, micro)
+
+    monkeypatch.setattr(Batcher, "train_batch", crash_at_step_9)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny, token_file, LORA, name="resumed")
+    monkeypatch.setattr(Batcher, "train_batch", original)
+    resumed = run(tmp_path, tiny, token_file, LORA, name="resumed")
+    assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
+
+    full = run(tmp_path, tiny, token_file, name="full")
+    lora_state = (tmp_path / "resumed" / "state" / "train_state.pt").stat().st_size
+    full_state = (Path(full.status["export_dir"]).parents[1] / "state" / "train_state.pt").stat().st_size
+    assert lora_state < 0.5 * full_state
+
+
+def test_low_vram_switches_on_lora_and_checkpointing():
+    plain = TrainSettings()
+    assert plain.effective() == plain
+    low = dataclasses.replace(plain, low_vram=True).effective()
+    assert low.lora_rank == 16 and low.gradient_checkpointing is True
+    assert dataclasses.replace(plain, low_vram=True, lora_rank=8).effective().lora_rank == 8

@@ -314,6 +314,15 @@ def load_compression(name: str, device: str = "cpu"):
         return loaders.load_compression_model(path, device=device)
 
 
+def load_lm_state(name: str) -> dict:
+    """The LM's own state dict, as stored (on the CPU): the base that LoRA updates merge into."""
+    from audiocraft.models import loaders
+
+    path = name if is_local_dir(name) else os.path.dirname(model_files(name)[0])
+    with _hub_guard(name):
+        return loaders.load_lm_model_ckpt(path)["best_state"]
+
+
 def load_lm(name: str, device: str = "cpu"):
     """The model's LM in float32 (for training), through audiocraft's own loader.
 

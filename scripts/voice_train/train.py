@@ -20,23 +20,28 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import VoiceTrainError
-from .fsutil import sha256_file, write_json_atomic
+from .fsutil import remove_stale_temps, sha256_file, write_json_atomic
 from .progress import progress
-from .tokens import TokenSet, load_tokens
+from .tokens import REBUILD_TOKENS, TokenSet, load_tokens
 
 log = logging.getLogger(__name__)
 console = logging.getLogger("voice_train.console")  # also shown on the console by rule.run_rule
 
 CHECKPOINT_NAME = "tts_voice_train_musicgen_small.pt"
 STATE_SCHEMA = "voice_train_state/1"
+# Files in the state dir (paths.state_dir/<voice>), outside Snakemake's outputs.
+STATE_FILE = "train_state.pt"
+BEST_FILE = "best_state.pt"
+HISTORY_FILE = "loss_history.json"
 JOB_TYPE = "tts_voice_train"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOW_VRAM_RANK = 16
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class TrainSettings:
     log_every: int = 10
     precision: str = "auto"
     gradient_checkpointing: bool = False
+    lora_rank: int = 0  # 0: fine-tune every weight; r > 0: LoRA of rank r (voice_train.lora)
+    lora_alpha: float = 16.0
+    low_vram: bool = False  # a 16 GB GPU (Colab T4): LoRA, gradient checkpointing, half base weights
     seed: int = 0
     device: str = "auto"
 
@@ -63,6 +71,12 @@ class TrainSettings:
     def from_config(cls, section: dict) -> TrainSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in section.items() if k in names})
+
+    def effective(self) -> TrainSettings:
+        """What ``low_vram`` turns on: gradient checkpointing and LoRA (rank 16 unless set)."""
+        if not self.low_vram:
+            return self
+        return replace(self, gradient_checkpointing=True, lora_rank=self.lora_rank or LOW_VRAM_RANK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +358,9 @@ def train(
     ``loss_plot_path``, when given, gets the loss curve as a PNG (for ``snakemake --report``).
     """
     Path(state_dir).mkdir(parents=True, exist_ok=True)
+    for name in (STATE_FILE, BEST_FILE, "train_status.json", HISTORY_FILE):
+        for leftover in remove_stale_temps(Path(state_dir) / name):
+            log.info("removed %s, left by an interrupted run", leftover)
     status = StatusWriter(
         status_path,
         str(Path(state_dir) / "train_status.json"),
@@ -370,8 +387,27 @@ def train(
         )
     except BaseException as exc:
         last = status.last or {}
-        status.write(**{**last, "status": "error", "error": f"{type(exc).__name__}: {exc}"})
+        explained = out_of_memory_error(exc, settings, status_path)
+        error = explained or exc
+        status.write(**{**last, "status": "error", "error": f"{type(error).__name__}: {error}"})
+        if explained is not None:
+            raise explained from exc
         raise
+
+
+def out_of_memory_error(exc: BaseException, settings: TrainSettings, where: str) -> VoiceTrainError | None:
+    """A GPU out-of-memory error as one line naming the settings that lower memory; else None."""
+    if type(exc).__name__ != "OutOfMemoryError":
+        return None
+    batch = f"train.batch_size {settings.batch_size} x train.segment_s {settings.segment_s} s"
+    return VoiceTrainError(
+        where,
+        f"out of GPU memory while training ({batch}, precision {settings.precision}, "
+        f"gradient_checkpointing {str(settings.gradient_checkpointing).lower()})",
+        "lower train.batch_size and raise train.grad_accum by the same factor (same effective "
+        "batch), set train.gradient_checkpointing: true, train.precision: auto (fp16/bf16), "
+        "or a shorter train.segment_s; then rerun snakemake",
+    )
 
 
 def _fmt_loss(value: float | None) -> str:
@@ -391,7 +427,7 @@ def _train(
 ) -> TrainResult:
     import torch
 
-    from . import compat, presets
+    from . import compat, lora, presets
 
     compat.setup_audiocraft(attention_backend)
     device = resolve_device(settings.device)
@@ -406,12 +442,18 @@ def _train(
     torch.manual_seed(settings.seed)
     lm = presets.load_lm(model_name, device=device)
     if tokens.meta["cardinality"] != lm.card or tokens.meta["n_q"] != lm.num_codebooks:
-        raise VoiceTrainError(tokens_path, "token cache does not match the LM's codebooks", "rerun encode")
-    if settings.gradient_checkpointing:
+        raise VoiceTrainError(tokens_path, "token cache does not match the LM's codebooks", REBUILD_TOKENS)
+    run = settings.effective()  # low_vram switches on checkpointing and LoRA
+    if run.gradient_checkpointing:
         lm.transformer.checkpointing = "torch"
     batcher = Batcher(tokens, settings, special_token=lm.special_token_id)
 
-    params = [p for p in lm.parameters() if p.requires_grad]
+    if run.lora_rank > 0:
+        params = lora.add_lora(lm, run.lora_rank, run.lora_alpha, seed=settings.seed)
+        if run.low_vram and device.startswith("cuda"):
+            lora.freeze_base_in_half(lm)
+    else:
+        params = [p for p in lm.parameters() if p.requires_grad]
     fused = device.startswith("cuda")
     optimizer = torch.optim.AdamW(
         params,
@@ -431,8 +473,8 @@ def _train(
         return torch.autocast(device_type="cuda", dtype=amp_dtype)
 
     run_id = fingerprint(settings, model_name, base_lm_file, tokens)
-    state_path = state_dir_ / "train_state.pt"
-    best_path = state_dir_ / "best_state.pt"
+    state_path = state_dir_ / STATE_FILE
+    best_path = state_dir_ / BEST_FILE
     state, why = load_state(state_path, run_id)
     best_state = None
     if state is not None:
@@ -444,7 +486,10 @@ def _train(
     best = None
     start_step = 0
     if state is not None:
-        lm.load_state_dict(state["model"])
+        if run.lora_rank > 0:
+            lora.load_lora_state(lm, state["model"])
+        else:
+            lm.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -455,12 +500,14 @@ def _train(
     lm.train()
     tokens_per_step_est = batcher.segment * tokens.meta["n_q"] * settings.batch_size * settings.grad_accum
     log.info(
-        "model %s on %s (%s, attention %s): %d parameters; %d train / %d valid clips; %d steps x %d x %d",
+        "model %s on %s (%s, attention %s): %d trainable parameters (%s); %d train / %d valid clips; "
+        "%d steps x %d x %d",
         model_name,
         device,
         precision,
         attention_backend,
         sum(p.numel() for p in params),
+        f"LoRA rank {run.lora_rank}" if run.lora_rank > 0 else "full fine-tuning",
         len(batcher.train_ids),
         len(batcher.valid_ids),
         settings.steps,
@@ -471,6 +518,9 @@ def _train(
     started = time.monotonic()
 
     def snapshot() -> dict:
+        """The trained weights: the whole LM, or with LoRA just its low-rank matrices."""
+        if run.lora_rank > 0:
+            return lora.lora_state(lm)
         return {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
 
     def run_eval(step: int) -> float | None:
@@ -506,7 +556,7 @@ def _train(
                 "schema": STATE_SCHEMA,
                 "fingerprint": run_id,
                 "step": step,
-                "model": lm.state_dict(),
+                "model": snapshot() if run.lora_rank > 0 else lm.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else {},
@@ -600,7 +650,12 @@ def _train(
         "final_loss": loss_value,
         "settings": asdict(settings),
         "tokens_sha256": tokens.content_sha256(),
+        "lora": {"rank": run.lora_rank, "alpha": run.lora_alpha, "merged": True}
+        if run.lora_rank > 0
+        else None,
     }
+    if run.lora_rank > 0:  # the export is the base model's weights plus the merged update
+        best_state = lora.merged_state(presets.load_lm_state(model_name), lm, best_state)
     export_checkpoint(lm, best_state, metadata, checkpoint_path, export_dir, codec_file)
     checkpoint_sha = sha256_file(checkpoint_path)
     if loss_plot_path is not None:
@@ -641,7 +696,7 @@ def _train(
             str(Path(export_dir) / presets.CODEC_FILE),
         ],
     )
-    write_json_atomic(state_dir_ / "loss_history.json", history)
+    write_json_atomic(state_dir_ / HISTORY_FILE, history)
     return TrainResult(status=final, checkpoint=str(checkpoint_path))
 
 
