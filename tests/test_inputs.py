@@ -119,3 +119,49 @@ def test_a_voice_name_that_is_not_a_plain_name_is_refused_before_any_job(tmp_pat
     proc = snakemake(workdir, "--config", f"voices={voices}", check=False)
     assert proc.returncode != 0 and "voices" in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+_PREPARE_RSS = """
+import json, resource, sys
+sys.path.insert(0, "scripts")
+from voice_train.preflight import PreflightSettings, run_preflight
+from voice_train.prepare import PrepareSettings, prepare_dataset
+source, out = sys.argv[1], sys.argv[2]
+marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+manifest = prepare_dataset(source, marker, "v1", "a test voice", out, PrepareSettings())
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "kept_s": manifest["summary"]["kept_duration_s"]}))
+"""
+
+
+def _long_recording(path: Path, voice: np.ndarray, minutes: float) -> Path:
+    """``minutes`` of the test voice (8 kHz mono: the cheapest accepted format), written in blocks."""
+    mono = voice.mean(axis=1)[::6].astype(np.float32)  # 48 kHz -> 8 kHz (the voice is band-limited enough)
+    frames = int(minutes * 60 * 8000)
+    with sf.SoundFile(str(path), "w", samplerate=8000, channels=1, format="FLAC", subtype="PCM_16") as fh:
+        for start in range(0, frames, len(mono)):
+            fh.write(mono[: min(len(mono), frames - start)])
+    return path
+
+
+def test_a_three_hour_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
+    """Peak memory of preflight + prepare on 3 hours is about that on 10 minutes."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    peaks = {}
+    for minutes in (10, 180):
+        source = _long_recording(tmp_path / f"{minutes}.flac", voice_48k_stereo, minutes)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PREPARE_RSS, str(source), str(tmp_path / f"out{minutes}")],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["kept_s"] > minutes * 60 * 0.5, "most of the recording became clips"
+        peaks[minutes] = result["peak_mb"]
+        source.unlink()
+    assert peaks[180] < 1.25 * peaks[10] + 20, peaks
