@@ -1,6 +1,7 @@
 rule train:
     # Fine-tune the LM on the token cache; write train_status.json, the checkpoint, and an
-    # export directory that MusicGen.get_pretrained loads. Resume state lives in paths.state_dir.
+    # export directory that MusicGen.get_pretrained loads. Resume state lives in paths.state_dir
+    # (read from the config by the script: a path, so not a param that would rerun training).
     input:
         tokens=lambda wildcards: tokens_path(wildcards.voice),
         model=model_input,
@@ -29,6 +30,5 @@ rule train:
         model_ref=model_ref(),
         settings=config["train"],
         attention_backend=config["model"]["attention_backend"],
-        state_dir=lambda wildcards: state_dir(wildcards.voice),
     script:
         "../scripts/train.py"

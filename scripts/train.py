@@ -19,7 +19,7 @@ def main():
         checkpoint_path=snakemake.output.lm_checkpoint,
         export_dir=snakemake.output.export,
         status_path=snakemake.output.status,
-        state_dir=snakemake.params.state_dir,
+        state_dir=f"{snakemake.config['paths']['state_dir']}/{snakemake.wildcards.voice}",
         voice=snakemake.wildcards.voice,
         attention_backend=snakemake.params.attention_backend,
         loss_plot_path=snakemake.output.loss_plot,
