@@ -160,6 +160,9 @@ from omegaconf import OmegaConf
 torch.set_num_threads(2)
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
+def hwm():  # this process's own peak (ru_maxrss would include the parent's at fork)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 base = rss()
 cfg = OmegaConf.create(presets.lm_config(presets.RANDOM_PRESETS["musicgen-small-random"]))
 torch.manual_seed(0)
@@ -179,9 +182,9 @@ for step in range(2):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if step == 0:  # before AdamW allocates its moments: weights, gradients and activations
-        backward_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        backward_peak = hwm()
     opt.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 print(json.dumps({{
     "weights_gb": (built - base) / 1e9,
     "backward_peak_above_base_gb": (backward_peak - base) / 1e9,

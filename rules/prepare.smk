@@ -14,7 +14,7 @@ rule prepare:
         f"{BENCH}/prepare/{{voice}}.tsv"
     conda:
         "../envs/audio.yaml"
-    threads: 1
+    threads: 2  # decoding overlaps analysis; clips are written two at a time
     resources:
         mem_mb=2000,
     params:

@@ -17,6 +17,7 @@ def main():
         description=snakemake.params.description,
         dataset_dir=Path(snakemake.output.manifest).parent,
         settings=PrepareSettings.from_config(snakemake.params.settings),
+        threads=snakemake.threads,
     )
     logging.info("%d clips: %s", manifest["count"], json.dumps(manifest["summary"]))
 

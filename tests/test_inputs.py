@@ -122,15 +122,16 @@ def test_a_voice_name_that_is_not_a_plain_name_is_refused_before_any_job(tmp_pat
 
 
 _PREPARE_RSS = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, "scripts")
 from voice_train.preflight import PreflightSettings, run_preflight
 from voice_train.prepare import PrepareSettings, prepare_dataset
 source, out = sys.argv[1], sys.argv[2]
 marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
 manifest = prepare_dataset(source, marker, "v1", "a test voice", out, PrepareSettings())
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "kept_s": manifest["summary"]["kept_duration_s"]}))
+# VmHWM is this process's own peak; ru_maxrss would also count what pytest had when it forked.
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"peak_mb": int(hwm.split()[1]) / 1024, "kept_s": manifest["summary"]["kept_duration_s"]}))
 """
 
 
@@ -145,7 +146,7 @@ def _long_recording(path: Path, voice: np.ndarray, minutes: float) -> Path:
 
 
 def test_a_three_hour_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
-    """Peak memory of preflight + prepare on 3 hours is about that on 10 minutes."""
+    """Peak memory of preflight + prepare on 3 hours stays within 1.5x that on 10 minutes."""
     import subprocess
     import sys
 
@@ -164,4 +165,5 @@ def test_a_three_hour_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
         assert result["kept_s"] > minutes * 60 * 0.5, "most of the recording became clips"
         peaks[minutes] = result["peak_mb"]
         source.unlink()
-    assert peaks[180] < 1.25 * peaks[10] + 20, peaks
+    # 18x the audio: only the 10 ms level arrays grow (~0.26 MB per minute).
+    assert peaks[180] < 1.5 * peaks[10], peaks

@@ -131,3 +131,16 @@ def test_resampler_keeps_pitch(tmp_path):
     # Block-wise streaming gives the same samples as one-shot resampling.
     whole = soxr.resample(tone[:, 0], 48000, 32000, quality="HQ")
     assert np.max(np.abs(whole - out)) < 1e-4
+
+
+def test_threads_give_the_same_bytes(tmp_path, prepared):
+    source, out, manifest = prepared
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    threaded = prepare_dataset(source, marker, "tester", "a test voice", tmp_path, SETTINGS, threads=3)
+
+    def without_paths(m: dict) -> dict:
+        return {**m, "entries": [{k: v for k, v in e.items() if k != "target"} for e in m["entries"]]}
+
+    assert without_paths(threaded) == without_paths(manifest)
+    for name in sorted(p.name for p in (out / "clips").iterdir()):
+        assert (tmp_path / "clips" / name).read_bytes() == (out / "clips" / name).read_bytes()

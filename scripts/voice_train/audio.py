@@ -6,8 +6,11 @@ Everything here works block by block so memory stays flat however long the recor
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +21,8 @@ BLOCK_FRAMES = 1 << 16
 
 # Levels below this are treated as digital silence when converting to dB.
 DB_FLOOR = -120.0
+
+T = TypeVar("T")
 
 
 def to_db(power: np.ndarray | float) -> np.ndarray | float:
@@ -46,32 +51,104 @@ def iter_blocks(path: str | Path, block_frames: int = BLOCK_FRAMES) -> Iterator[
 
 def downmix(block: np.ndarray) -> np.ndarray:
     """Average a (frames, channels) block to mono float32 (frames,)."""
-    if block.shape[1] == 1:
+    channels = block.shape[1]
+    if channels == 1:
         return block[:, 0]
-    return block.mean(axis=1, dtype=np.float32)
+    if channels >= 8:
+        return block.mean(axis=1, dtype=np.float32)
+    # Column by column is ~7x faster than numpy's mean over a short axis, and bit-identical to
+    # it: below 8 values numpy sums in order starting from 0.0 (from 8 on, pairwise).
+    mono = block[:, 0] + np.float32(0.0)
+    for channel in range(1, channels):
+        mono += block[:, channel]
+    mono /= np.float32(channels)
+    return mono
 
 
 def iter_mono_resampled(
-    path: str | Path, out_rate: int, quality: str = "HQ", block_frames: int = BLOCK_FRAMES
+    path: str | Path,
+    out_rate: int,
+    quality: str = "HQ",
+    block_frames: int = BLOCK_FRAMES,
+    threads: int = 1,
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks of ``path`` resampled to ``out_rate``.
 
     Uses soxr's streaming resampler (band-limited, linear phase), so block boundaries add
     no artefacts and the total length is ``round(frames * out_rate / in_rate)``.
+    With ``threads`` > 1, decoding and downmixing run in a background thread, a few blocks
+    ahead of the resampling (both release the GIL, so they use two cores).
     """
     in_rate = sf.info(str(path)).samplerate
+    mono = (downmix(block) for block in iter_blocks(path, block_frames))
+    if threads > 1:
+        mono = prefetched(mono)
+    return resample_blocks(mono, in_rate, out_rate, quality)
+
+
+def resample_blocks(
+    blocks: Iterable[np.ndarray], in_rate: int, out_rate: int, quality: str = "HQ"
+) -> Iterator[np.ndarray]:
+    """Resample a stream of mono float32 blocks (as :func:`iter_mono_resampled` does)."""
     if in_rate == out_rate:
-        for block in iter_blocks(path, block_frames):
-            yield downmix(block)
+        yield from blocks
         return
     stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
-    for block in iter_blocks(path, block_frames):
-        out = stream.resample_chunk(downmix(block))
+    for block in blocks:
+        out = stream.resample_chunk(block)
         if out.size:
             yield out
     tail = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
     if tail.size:
         yield tail
+
+
+def prefetched(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Yield ``items`` while a background thread produces up to ``depth`` of them ahead.
+
+    Worth it when producing an item releases the GIL (libsndfile, soxr, large numpy
+    operations). An exception in the producer is raised here; closing this iterator early
+    stops the producer and closes ``items``.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put((end, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name="prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def frame_power(signal: np.ndarray, hop: int) -> np.ndarray:

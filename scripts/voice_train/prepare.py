@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,15 +65,18 @@ class Analysis:
     loudness_steps: np.ndarray
 
 
-def analyse_to_spool(source: Path, spool: Path, sample_rate: int) -> Analysis:
-    """Decode, downmix and resample ``source``; spool samples to ``spool`` and measure levels."""
+def analyse_to_spool(source: Path, spool: Path, sample_rate: int, threads: int = 1) -> Analysis:
+    """Decode, downmix and resample ``source``; spool samples to ``spool`` and measure levels.
+
+    With ``threads`` > 1 the decoding runs a few blocks ahead in a second thread.
+    """
     hop = int(round(sample_rate * FRAME_S))
     power = FramePower(hop)
     meter = LoudnessMeter(sample_rate)
     total = sf.info(str(source)).duration
     samples = 0
     with open(spool, "wb") as fh, progress(total=round(total), unit="s", desc="analyse") as bar:
-        for block in iter_mono_resampled(source, sample_rate):
+        for block in iter_mono_resampled(source, sample_rate, threads=threads):
             block.astype(_SPOOL_DTYPE, copy=False).tofile(fh)
             power.feed(block)
             meter.feed(block)
@@ -121,13 +125,15 @@ def prepare_dataset(
     description: str,
     dataset_dir: str | Path,
     settings: PrepareSettings,
+    threads: int = 1,
 ) -> dict:
     """Write clips, per-clip info, ``data.jsonl`` and the manifest under ``dataset_dir``.
 
     ``marker`` is the preflight marker of ``source``; a source changed since preflight is
     refused. Clips go to ``dataset_dir/clips`` (replaced as a whole, atomically), and the
     manifest is written last, so a manifest on disk always describes complete clips.
-    Returns the manifest.
+    ``threads`` > 1 overlaps decoding with analysis and writes that many clips at a time;
+    the outputs are the same bytes for any ``threads``. Returns the manifest.
     """
     source, dataset_dir = Path(source), Path(dataset_dir)
     if sha256_file(source) != marker["sha256"]:
@@ -141,10 +147,9 @@ def prepare_dataset(
     step = int(round(sr * STEP_S))
     manifest_path = dataset_dir / "voice_dataset_manifest.json"
     clips_dir = dataset_dir / "clips"
-    entries = []
     with atomic_dir(clips_dir) as staging:
         spool = staging / ".resampled.f32"
-        analysis = analyse_to_spool(source, spool, sr)
+        analysis = analyse_to_spool(source, spool, sr, threads)
         seg = segment_at_pauses(analysis.frame_db, FRAME_S, settings.segment)
         if not seg.clips:
             raise VoiceTrainError(
@@ -155,9 +160,8 @@ def prepare_dataset(
             )
         ids = [f"{voice}_{i:05d}" for i in range(len(seg.clips))]
         splits = assign_splits(ids, settings.valid_fraction, settings.split_seed)
-        for clip_id, clip, split in progress(
-            list(zip(ids, seg.clips, splits)), unit="clip", desc="write clips"
-        ):
+
+        def write_clip(clip_id: str, clip: Clip, split: str) -> dict:
             start, stop = clip.start * hop, min(clip.end * hop, analysis.samples)
             audio = read_spool(spool, start, stop)
             peak = float(np.abs(audio).max()) if audio.size else 0.0
@@ -165,25 +169,30 @@ def prepare_dataset(
             audio = audio * np.float32(10.0 ** (gain_db / 20.0))
             clip_file = staging / f"{clip_id}.flac"
             sf.write(str(clip_file), audio, sr, format="FLAC", subtype="PCM_16")
-            target = clips_dir / clip_file.name
             info = {"description": description, "voice": voice, "split": split, "name": clip_id}
             (staging / f"{clip_id}.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-            entries.append(
-                {
-                    "source": str(source),
-                    "target": str(target),
-                    "bytes": clip_file.stat().st_size,
-                    "sha256": sha256_file(clip_file),
-                    "offset_s": round(start / sr, 3),
-                    "duration_s": round((stop - start) / sr, 3),
-                    "sample_rate": sr,
-                    "split": split,
-                    "description": description,
-                    "gain_db": round(gain_db, 2),
-                    "speech_ratio": round(clip.speech_frames / max(1, clip.frames), 3),
-                    "forced_cut": clip.forced_cut,
-                }
-            )
+            return {
+                "source": str(source),
+                "target": str(clips_dir / clip_file.name),
+                "bytes": clip_file.stat().st_size,
+                "sha256": sha256_file(clip_file),
+                "offset_s": round(start / sr, 3),
+                "duration_s": round((stop - start) / sr, 3),
+                "sample_rate": sr,
+                "split": split,
+                "description": description,
+                "gain_db": round(gain_db, 2),
+                "speech_ratio": round(clip.speech_frames / max(1, clip.frames), 3),
+                "forced_cut": clip.forced_cut,
+            }
+
+        # FLAC encoding and hashing release the GIL, so clips are written side by side.
+        pool = ThreadPoolExecutor(max_workers=max(1, threads))
+        try:
+            written = pool.map(write_clip, ids, seg.clips, splits)
+            entries = list(progress(written, total=len(ids), unit="clip", desc="write clips"))
+        finally:
+            pool.shutdown(cancel_futures=True)
         os.remove(spool)
     write_audiocraft_index(dataset_dir, entries)
     manifest = {
