@@ -219,24 +219,30 @@ def test_two_runs_give_the_same_checkpoint(tiny, token_file, tmp_path):
     assert sha256_file(a.checkpoint) == a.status["checkpoint_sha256"]
 
 
-def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp_path, monkeypatch):
-    whole = run(tmp_path, tiny, token_file, name="whole")
-
+def crash_at_step_9(monkeypatch):
+    """Make training stop at step 9 as a kill would; return the way to undo it."""
     original = Batcher.train_batch
 
-    def crash_at_step_9(self, step, micro):
+    def crashing(self, step, micro):
         if step == 9:
             raise KeyboardInterrupt("simulated kill")
         return original(self, step, micro)
 
-    monkeypatch.setattr(Batcher, "train_batch", crash_at_step_9)
+    monkeypatch.setattr(Batcher, "train_batch", crashing)
+    return lambda: monkeypatch.setattr(Batcher, "train_batch", original)
+
+
+def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp_path, monkeypatch):
+    whole = run(tmp_path, tiny, token_file, name="whole")
+
+    undo = crash_at_step_9(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny, token_file, name="resumed")
     state, why = load_state(
         tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path)
     )
     assert state is not None and state["step"] == 8, why  # saved every 4 steps
-    monkeypatch.setattr(Batcher, "train_batch", original)
+    undo()
     resumed = run(tmp_path, tiny, token_file, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
 
@@ -391,17 +397,10 @@ def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
     tiny, token_file, tmp_path, monkeypatch
 ):
     whole = run(tmp_path, tiny, token_file, LORA, name="whole")
-    original = Batcher.train_batch
-
-    def crash_at_step_9(self, step, micro):
-        if step == 9:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, step, micro)
-
-    monkeypatch.setattr(Batcher, "train_batch", crash_at_step_9)
+    undo = crash_at_step_9(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny, token_file, LORA, name="resumed")
-    monkeypatch.setattr(Batcher, "train_batch", original)
+    undo()
     resumed = run(tmp_path, tiny, token_file, LORA, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
 
