@@ -18,6 +18,7 @@ from voice_train.demo import synthesize_voice
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles")
 DEMO = ("--configfile", "config/demo.yaml")
+REPORT = Path("results/report/colab_train_report.txt")
 
 
 def write_flac(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
@@ -96,3 +97,10 @@ def demo_copy(finished_demo, tmp_path):
     dest = tmp_path / "wf"
     shutil.copytree(workdir, dest, symlinks=True)
     return dest
+
+
+def report_fields(workdir: Path) -> dict[str, str]:
+    """The report block in ``workdir`` as key -> value."""
+    lines = (workdir / REPORT).read_text().splitlines()
+    assert lines[0] == "=== COLAB TRAIN REPORT ==="
+    return dict(line.split(": ", 1) for line in lines[1:] if line)

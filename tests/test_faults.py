@@ -20,17 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, snakemake
+from conftest import DEMO, report_fields, snakemake
 
 pytestmark = pytest.mark.workflow
 
 VOICE = "demo_voice"
 CHECKPOINT = Path(f"results/checkpoints/{VOICE}/tts_voice_train_musicgen_small.pt")
-
-
-def report_fields(workdir: Path) -> dict[str, str]:
-    text = (workdir / "results/report/colab_train_report.txt").read_text()
-    return dict(line.split(": ", 1) for line in text.splitlines()[1:] if line)
 
 
 def start(workdir: Path, *args: str) -> subprocess.Popen:

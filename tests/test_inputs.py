@@ -11,17 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import copy_workflow, snakemake, write_flac
+from conftest import copy_workflow, report_fields, snakemake, write_flac
 
 pytestmark = pytest.mark.workflow
 
 # Small test files: let the size and duration limits pass so each case meets its own check.
 LENIENT = ("preflight={'min_bytes': 1000, 'min_duration_s': 5}",)
-
-
-def report_fields(workdir: Path) -> dict[str, str]:
-    text = (workdir / "results/report/colab_train_report.txt").read_text()
-    return dict(line.split(": ", 1) for line in text.splitlines()[1:] if line)
 
 
 def run_voice(workdir: Path, source: Path, *config: str, check: bool = False, until: str | None = None):

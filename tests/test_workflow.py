@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO, copy_workflow, short_demo, snakemake
+from conftest import DEMO, copy_workflow, report_fields, short_demo, snakemake
 
 pytestmark = pytest.mark.workflow
-
-REPORT = Path("results/report/colab_train_report.txt")
 
 
 def pending_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -25,12 +23,6 @@ def pending_jobs(workdir: Path, *args: str) -> dict[str, int]:
     table = out.split("Job stats:", 1)[1]
     rows = re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
     return {rule: int(n) for rule, n in rows if rule != "total"}
-
-
-def report_fields(workdir: Path) -> dict[str, str]:
-    lines = (workdir / REPORT).read_text().splitlines()
-    assert lines[0] == "=== COLAB TRAIN REPORT ==="
-    return dict(line.split(": ", 1) for line in lines[1:] if line)
 
 
 def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):

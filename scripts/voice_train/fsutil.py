@@ -88,6 +88,14 @@ def write_json_atomic(path: str | os.PathLike, data: object) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> dict | None:
+    """``path``'s JSON, or None when it is missing or not valid JSON (for reports of any state)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def sha256_file(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
     """Return the hex sha256 of a file, read in blocks (flat memory)."""
     digest = hashlib.sha256()

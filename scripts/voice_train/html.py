@@ -7,12 +7,11 @@ report's viewer shows HTML in a frame, but offers WAV files only as downloads).
 from __future__ import annotations
 
 import base64
-import json
 import os
 from html import escape
 from pathlib import Path
 
-from .fsutil import write_text_atomic
+from .fsutil import read_json, write_text_atomic
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -49,13 +48,6 @@ def write_listen_page(
     )
     body = f"<p>Text condition: <q>{escape(description)}</q></p>\n{rows}"
     write_text_atomic(path, _page(f"voice-train samples: {voice}", body))
-
-
-def _read_json(path: str | os.PathLike) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _row(label: str, value: object, num: bool = False) -> str:
@@ -137,8 +129,8 @@ def write_summary_page(path: str | os.PathLike, voices: list[tuple[str, str, str
     parts = []
     for voice, manifest_path, status_path in voices:
         parts.append(f"<h2>{escape(voice)}</h2>")
-        manifest = _read_json(manifest_path)
-        status = _read_json(status_path)
+        manifest = read_json(manifest_path)
+        status = read_json(status_path)
         if manifest is not None:
             parts.append("<h3>Dataset</h3><table>" + "".join(dataset_rows(manifest)) + "</table>")
         if status is not None:

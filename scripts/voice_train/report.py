@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ERROR_PREFIX
-from .fsutil import sha256_file, write_text_atomic
+from .fsutil import read_json, sha256_file, write_text_atomic
 from .preflight import LFS_POINTER_PREFIX
 
 HEADER = "=== COLAB TRAIN REPORT ==="
@@ -85,13 +85,6 @@ class Failure:
     cause: str
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _bool(value: bool) -> str:
     return "true" if value else "false"
 
@@ -142,9 +135,9 @@ def _training_fields(
     files: VoiceFiles, workdir: Path, fields: dict[str, str]
 ) -> tuple[dict | None, bool, str]:
     status_file = workdir / files.status if files.status else None
-    status = _read_json(status_file) if status_file else None
+    status = read_json(status_file) if status_file else None
     if status is None and files.status_mirror:
-        status = _read_json(workdir / files.status_mirror)
+        status = read_json(workdir / files.status_mirror)
     if files.status:
         fields["training_status_path"] = files.status
     if status is not None:
@@ -180,8 +173,8 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
     """All report keys for one voice, read from disk; ``failure`` is the run's first failure."""
     source = workdir / files.source
     manifest_file = workdir / files.manifest
-    marker = _read_json(workdir / files.preflight)
-    manifest = _read_json(manifest_file)
+    marker = read_json(workdir / files.preflight)
+    manifest = read_json(manifest_file)
     fields = dict.fromkeys(RUNBOOK_KEYS + EXTRA_KEYS, NA)
     fields.update(
         voice=files.voice,
