@@ -28,13 +28,33 @@ VOICE = "demo_voice"
 CHECKPOINT = Path(f"results/checkpoints/{VOICE}/tts_voice_train_musicgen_small.pt")
 
 
-def start(workdir: Path, *args: str) -> subprocess.Popen:
+SLOWDOWN = Path(__file__).parent / "slowdown"  # its sitecustomize slows chosen calls down
+# What each killed job is slowed down by, so that it is still busy when the moment to kill it
+# is seen, on a machine of any speed: prepare writes each clip, encode reads each, sample
+# writes two WAVs. Training saves its state at step 8 of 16 and needs no help.
+SLOW = {"prepare": "soundfile.write=0.4", "encode": "soundfile.read=0.3", "sample": "soundfile.write=1.5"}
+
+# An output each rule writes last: absent after the kill, so the job was killed mid-way.
+UNFINISHED = {
+    "prepare": f"results/dataset/{VOICE}/voice_dataset_manifest.json",
+    "encode": f"results/tokens/{VOICE}.npz",
+    "train": str(CHECKPOINT),
+    "sample": f"results/samples/{VOICE}/continuation.wav",
+}
+
+
+def start(workdir: Path, *args: str, slow: str = "") -> subprocess.Popen:
+    env = dict(os.environ)
+    if slow:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SLOWDOWN), env.get("PYTHONPATH")]))
+        env["VOICE_TRAIN_TEST_SLOW"] = slow
     return subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", *DEMO, *args],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes the job's Python too
+        env=env,
     )
 
 
@@ -92,8 +112,9 @@ def test_a_job_killed_mid_way_is_redone_by_the_documented_commands(finished_demo
     if rule == "sample":
         for item in (demo_copy / "results/samples" / VOICE).iterdir():
             item.unlink()
-    proc = start(demo_copy, "--forcerun", rule)
+    proc = start(demo_copy, "--forcerun", rule, slow=SLOW.get(rule, ""))
     kill_when(proc, mid_job(demo_copy, rule))
+    assert not (demo_copy / UNFINISHED[rule]).exists(), f"{rule} was killed before it finished"
     if rule == "train":
         status = json.loads((demo_copy / "results/state" / VOICE / "train_status.json").read_text())
         assert status["status"] == "running" and status["step"] < 16, "killed mid-training"
@@ -113,7 +134,7 @@ def test_a_job_killed_mid_way_is_redone_by_the_documented_commands(finished_demo
 
 
 def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(demo_copy):
-    first = start(demo_copy, "--forcerun", "sample")
+    first = start(demo_copy, "--forcerun", "sample", slow=SLOW["sample"])  # busy for seconds
     try:
         log = demo_copy / "results/logs/sample" / f"{VOICE}.log"
         deadline = time.monotonic() + 120
@@ -151,3 +172,16 @@ def test_a_corrupt_token_cache_is_refused_by_training(demo_copy):
     fields = report_fields(demo_copy)
     assert fields["objective_status"] == "failed" and fields["first_failed_step"] == "train"
     assert "tokens" in fields["root_cause"] and "encode" in fields["next_unblock_action"]
+
+
+def test_the_slowdown_hook_reaches_a_job_python(tmp_path):
+    """The kill tests rely on it: a Python started with it on PYTHONPATH sleeps before each call."""
+    code = (
+        "import time, numpy, soundfile\n"
+        "t = time.monotonic()\n"
+        f"soundfile.write({str(tmp_path / 'x.wav')!r}, numpy.zeros(10), 8000)\n"
+        "print(time.monotonic() - t)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SLOWDOWN), "VOICE_TRAIN_TEST_SLOW": "soundfile.write=0.5"}
+    took = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert float(took.stdout) >= 0.5
