@@ -2,10 +2,16 @@
 
     .venv/bin/python bench/train_throughput.py --preset tiny --batch 4 --segment 5 --steps 10
     .venv/bin/python bench/train_throughput.py --preset musicgen-small-random --batch 1 --segment 10 --steps 3
+    .venv/bin/python bench/train_throughput.py --preset tiny --compile   # torch.compile the transformer
 
 Builds the preset (random init, as the `model` rule does), encodes the demo clips with its own
 codec (run `make demo` first), then times full optimizer steps (forward, the solver's
 cross-entropy, backward, clipping, AdamW) after one warm-up step. Prints one JSON line.
+
+``--compile`` wraps the LM's transformer in ``torch.compile`` (inductor) and reports the
+compile time apart: the first two steps, which trace forward and backward, are warm-up.
+The code length is fixed by the segment, but the text condition's length changes with each
+batch's descriptions, so torch may compile again (dynamic shapes) within the timed steps.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the LM's transformer")
     args = parser.parse_args()
 
     import torch
@@ -66,9 +73,17 @@ def main() -> None:
         optimizer.step()
         return int(c.shape[0] * c.shape[2] * c.shape[1])
 
-    step(0)  # warm-up (allocations, optimizer state)
+    compile_s = None
+    if args.compile:
+        lm.transformer = torch.compile(lm.transformer)
     t0 = time.perf_counter()
-    n_tokens = sum(step(i) for i in range(1, args.steps + 1))
+    step(0)  # warm-up (allocations, optimizer state; with --compile the traces and kernels)
+    if args.compile:
+        step(1)
+        compile_s = round(time.perf_counter() - t0, 1)
+    first = 2 if args.compile else 1
+    t0 = time.perf_counter()
+    n_tokens = sum(step(i) for i in range(first, first + args.steps))
     elapsed = time.perf_counter() - t0
     print(
         json.dumps(
@@ -80,6 +95,8 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "build_s": round(build_s, 1),
+                "compiled": args.compile,
+                "compile_s": compile_s,
                 "steps": args.steps,
                 "s_per_step": round(elapsed / args.steps, 3),
                 "steps_per_s": round(args.steps / elapsed, 3),

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from voice_train.audio import downmix, prefetched
+from voice_train.audio import FramePower, Series, downmix, prefetched, to_db
 
 
 @pytest.mark.parametrize("channels", range(2, 10))
@@ -47,3 +47,32 @@ def test_prefetched_stops_its_thread_when_left_early():
     stream.close()
     assert closed.is_set()
     assert not any(t.name == "prefetch" for t in threading.enumerate())
+
+
+def test_series_grows_past_its_capacity_and_keeps_order():
+    series = Series(capacity=3)
+    chunks = [np.arange(i, i + 700, dtype=np.float64) for i in range(0, 2800, 700)]
+    for chunk in chunks:
+        series.extend(chunk)
+    assert np.array_equal(series.values(), np.concatenate(chunks))
+
+
+@pytest.mark.parametrize("expected", [0, 10_000, 1_000_000])
+def test_frame_power_is_the_same_whatever_length_it_expected(expected):
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal(n).astype(np.float32) for n in (997, 3001, 64, 5003)]
+    power = FramePower(320, expected)
+    for block in blocks:
+        power.feed(block)
+    whole = np.concatenate(blocks)
+    n = whole.size // 320
+    frames = whole[: n * 320].astype(np.float64).reshape(n, 320)
+    tail = whole[n * 320 :].astype(np.float64)  # 69 samples: under half a hop, so not counted
+    assert tail.size * 2 < 320
+    np.testing.assert_allclose(power.result(), (frames**2).mean(axis=1), rtol=1e-6)
+
+
+def test_to_db_takes_arrays_and_numbers_alike():
+    values = np.array([1.0, 0.01, 0.0])
+    assert np.array_equal(to_db(values), [0.0, -20.0, -120.0])
+    assert to_db(0.01) == -20.0 and to_db(0.0) == -120.0

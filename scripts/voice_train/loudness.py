@@ -12,6 +12,8 @@ import math
 import numpy as np
 from scipy.signal import sosfilt, sosfilt_zi
 
+from .audio import Series
+
 STEP_S = 0.1  # BS.1770 blocks are 400 ms with a 100 ms hop: 4 steps per block.
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
@@ -48,12 +50,12 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
 class LoudnessMeter:
     """Streams mono samples through K-weighting and keeps each 100 ms step's mean square."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, expected_samples: int = 0) -> None:
         self.sos = k_weighting_sos(sample_rate)
         self.zi = sosfilt_zi(self.sos) * 0.0
         self.step = int(round(sample_rate * STEP_S))
         self._carry = np.zeros(0, dtype=np.float64)
-        self._steps: list[np.ndarray] = []
+        self._steps = Series(expected_samples // self.step + 1)  # sized up front: see Series
 
     def feed(self, block: np.ndarray) -> None:
         """Add the next block of mono samples."""
@@ -62,12 +64,12 @@ class LoudnessMeter:
         n = joined.size // self.step
         if n:
             frames = joined[: n * self.step].reshape(n, self.step)
-            self._steps.append(np.einsum("ij,ij->i", frames, frames) / self.step)
+            self._steps.extend(np.einsum("ij,ij->i", frames, frames) / self.step)
         self._carry = joined[n * self.step :]
 
     def steps(self) -> np.ndarray:
         """K-weighted mean square of every complete 100 ms step so far."""
-        return np.concatenate(self._steps) if self._steps else np.zeros(0)
+        return self._steps.values().copy()
 
 
 def gated_loudness(step_power: np.ndarray) -> float:

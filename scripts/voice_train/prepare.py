@@ -71,9 +71,11 @@ def analyse_to_spool(source: Path, spool: Path, sample_rate: int, threads: int =
     With ``threads`` > 1 the decoding runs a few blocks ahead in a second thread.
     """
     hop = int(round(sample_rate * FRAME_S))
-    power = FramePower(hop)
-    meter = LoudnessMeter(sample_rate)
-    total = sf.info(str(source)).duration
+    info = sf.info(str(source))
+    total = info.duration
+    expected = math.ceil(info.frames * sample_rate / info.samplerate)  # sizes the level buffers
+    power = FramePower(hop, expected)
+    meter = LoudnessMeter(sample_rate, expected)
     samples = 0
     with open(spool, "wb") as fh, progress(total=round(total), unit="s", desc="analyse") as bar:
         for block in iter_mono_resampled(source, sample_rate, threads=threads):
