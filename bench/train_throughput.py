@@ -7,6 +7,7 @@
 Builds the preset (random init, as the `model` rule does), encodes the demo clips with its own
 codec (run `make demo` first), then times full optimizer steps (forward, the solver's
 cross-entropy, backward, clipping, AdamW) after one warm-up step. Prints one JSON line.
+The timed steps draw the same batches in every mode.
 
 ``--compile`` wraps the LM's transformer in ``torch.compile`` (inductor) and reports the
 compile time apart: the first two steps, which trace forward and backward, are warm-up.
@@ -28,6 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from voice_train import compat, presets, tokens  # noqa: E402
 from voice_train.train import Batcher, TrainSettings, lm_loss  # noqa: E402
+
+
+def compile_stats() -> dict:
+    """How torch.compile fared: graphs made, graph breaks, recompilations (dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "recompiles": sum(counters["recompiles"].values()),
+    }
 
 
 def main() -> None:
@@ -76,14 +88,15 @@ def main() -> None:
     compile_s = None
     if args.compile:
         lm.transformer = torch.compile(lm.transformer)
+    # Warm-up on batches of their own (allocations, optimizer state; with --compile the traces
+    # and kernels), so that both modes time the same batches: steps 1..N.
     t0 = time.perf_counter()
-    step(0)  # warm-up (allocations, optimizer state; with --compile the traces and kernels)
+    step(10_000)
     if args.compile:
-        step(1)
+        step(10_001)
         compile_s = round(time.perf_counter() - t0, 1)
-    first = 2 if args.compile else 1
     t0 = time.perf_counter()
-    n_tokens = sum(step(i) for i in range(first, first + args.steps))
+    n_tokens = sum(step(i) for i in range(1, args.steps + 1))
     elapsed = time.perf_counter() - t0
     print(
         json.dumps(
@@ -97,6 +110,7 @@ def main() -> None:
                 "build_s": round(build_s, 1),
                 "compiled": args.compile,
                 "compile_s": compile_s,
+                **(compile_stats() if args.compile else {}),
                 "steps": args.steps,
                 "s_per_step": round(elapsed / args.steps, 3),
                 "steps_per_s": round(args.steps / elapsed, 3),

@@ -107,6 +107,24 @@ def test_standin_ops_give_a_clear_error_for_names_it_does_not_provide():
         ops.some_other_op()
 
 
+def test_torch_compile_traces_audiocraft_through_the_standin_without_a_graph_break():
+    """audiocraft imports xformers.ops and xformers.profiler inside the transformer's forward."""
+    compat.setup_audiocraft("torch")
+    if not compat.standin_active():
+        pytest.skip("real xformers installed")
+    from audiocraft.modules import transformer
+
+    def causal_mask_and_profiler(x):
+        from xformers.ops import LowerTriangularMask
+
+        assert not transformer._is_profiled()
+        return x * 2 if LowerTriangularMask() is not None else x
+
+    explained = torch._dynamo.explain(causal_mask_and_profiler)(torch.ones(3))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
 def test_asking_for_xformers_without_it_fails_clearly():
     if compat.xformers_installed():
         pytest.skip("real xformers installed")

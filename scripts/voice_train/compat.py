@@ -9,9 +9,13 @@ With the ``torch`` attention backend, MusicGen's LM only ever touches three name
 * ``ops.memory_efficient_attention`` - imported by a compatibility check, called only by the
   ``xformers`` backend.
 
+It also asks ``xformers.profiler`` whether a profiler is running (an ImportError means no).
+
 When xformers is not installed, :func:`install_xformers_standin` registers a small module
-under that name that provides the first two and makes every other name raise a clear error.
-When the real xformers is installed it is left alone.
+under that name that provides the first two and makes every other name raise a clear error,
+and an empty profiler registry. They are plain module objects, so that ``torch.compile`` can
+trace audiocraft's imports of them without breaking its graph. When the real xformers is
+installed it is left alone.
 """
 
 from __future__ import annotations
@@ -48,11 +52,26 @@ class _LowerTriangularMask:
         return "LowerTriangularMask()"
 
 
-class _StandinOps(types.ModuleType):
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _missing(name)
+def _ops_getattr(name: str):
+    """Module-level ``__getattr__`` of the stand-in ``xformers.ops``: unknown names fail clearly."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _missing(name)
+
+
+class _NoProfiler:
+    """xformers' profiler registry, empty: audiocraft asks it whether a profiler is running."""
+
+    _CURRENT_PROFILER = None
+
+
+def _module(name: str, **attributes) -> types.ModuleType:
+    # Plain module objects (not a subclass): torch.compile traces imports only of those.
+    module = types.ModuleType(name)
+    setattr(module, STANDIN_FLAG, True)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
 
 
 def xformers_installed() -> bool:
@@ -73,17 +92,25 @@ def install_xformers_standin() -> bool:
         return True
     if xformers_installed():
         return False
-    package = types.ModuleType("xformers")
-    setattr(package, STANDIN_FLAG, True)
-    package.__path__ = []  # a package, so `import xformers.ops` works
-    ops = _StandinOps("xformers.ops")
-    setattr(ops, STANDIN_FLAG, True)
-    ops.unbind = torch.unbind
-    ops.LowerTriangularMask = _LowerTriangularMask
-    ops.memory_efficient_attention = _missing("memory_efficient_attention")
-    package.ops = ops
-    sys.modules["xformers"] = package
-    sys.modules["xformers.ops"] = ops
+    ops = _module(
+        "xformers.ops",
+        unbind=torch.unbind,
+        LowerTriangularMask=_LowerTriangularMask,
+        memory_efficient_attention=_missing("memory_efficient_attention"),
+        __getattr__=_ops_getattr,
+    )
+    profiler = _module("xformers.profiler.profiler", _Profiler=_NoProfiler)
+    profiler_package = _module("xformers.profiler", __path__=[], profiler=profiler)
+    # __path__ makes it a package, so that `import xformers.ops` works.
+    package = _module("xformers", __path__=[], ops=ops, profiler=profiler_package)
+    sys.modules.update(
+        {
+            "xformers": package,
+            "xformers.ops": ops,
+            "xformers.profiler": profiler_package,
+            "xformers.profiler.profiler": profiler,
+        }
+    )
     return True
 
 
