@@ -3,11 +3,12 @@ import sys
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The config check and the handlers below use the package's light modules in this process.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from voice_train.config import coerce_to_schema  # noqa: E402
+from voice_train.config import coerce_to_schema, config_problems  # noqa: E402
 from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
 from voice_train.train import CHECKPOINT_NAME  # noqa: E402
@@ -21,6 +22,9 @@ if "voices" in (workflow.config_settings.config or {}):
 _schema = yaml.safe_load((Path(workflow.basedir) / "config/schema.yaml").read_text())
 config.update(coerce_to_schema(dict(config), _schema))
 validate(config, schema="../config/schema.yaml")
+# What the schema cannot check: relations between keys (one line each, before any job runs).
+if _problems := config_problems(config):
+    raise WorkflowError("voice-train config: " + "\nvoice-train config: ".join(_problems))
 
 PATHS = config["paths"]
 VOICES = list(config["voices"])
@@ -114,10 +118,6 @@ def checkpoint_path(voice):
     return f"{PATHS['checkpoint_dir']}/{voice}/{CHECKPOINT_NAME}"
 
 
-def export_dir(voice):
-    return f"{PATHS['checkpoint_dir']}/{voice}/export"
-
-
 def state_dir(voice):
     return f"{PATHS['state_dir']}/{voice}"
 
@@ -152,7 +152,6 @@ def voice_outputs(voice):
         tokens_path(voice),
         status_path(voice),
         checkpoint_path(voice),
-        export_dir(voice),
         loss_plot_path(voice),
         *sample_paths(voice),
         listen_page_path(voice),

@@ -1,8 +1,8 @@
 rule sample:
     # Listen to the result: a text-conditioned clip and a continuation of a validation clip.
     input:
-        export=lambda wildcards: export_dir(wildcards.voice),
         lm_checkpoint=lambda wildcards: checkpoint_path(wildcards.voice),
+        model=model_input,
         status=lambda wildcards: status_path(wildcards.voice),
         manifest=lambda wildcards: manifest_path(wildcards.voice),
     output:
@@ -36,6 +36,7 @@ rule sample:
         gpu=gpu_jobs("sample"),
     params:
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],
+        model_ref=model_ref(),
         settings=config["sample"],
         attention_backend=config["model"]["attention_backend"],
     script:

@@ -1,14 +1,13 @@
 rule train:
-    # Fine-tune the LM on the token cache; write train_status.json, the checkpoint, and an
-    # export directory that MusicGen.get_pretrained loads. Resume state lives in paths.state_dir
-    # (read from the config by the script: a path, so not a param that would rerun training).
+    # Fine-tune the LM on the token cache; write train_status.json and the checkpoint (audiocraft's
+    # LM format). Resume state lives in paths.state_dir (read from the config by the script: a
+    # path, so not a param that would rerun training).
     input:
         tokens=lambda wildcards: tokens_path(wildcards.voice),
         model=model_input,
     output:
         status=f"{PATHS['train_dir']}/{{voice}}/train_status.json",
         lm_checkpoint=f"{PATHS['checkpoint_dir']}/{{voice}}/{CHECKPOINT_NAME}",
-        export=directory(f"{PATHS['checkpoint_dir']}/{{voice}}/export"),
         loss_plot=report(
             f"{PATHS['train_dir']}/{{voice}}/loss_curve.png",
             caption="report/loss_curve.rst",

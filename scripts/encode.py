@@ -11,7 +11,7 @@ def main():
     import torch
 
     from voice_train import compat, tokens
-    from voice_train.train import resolve_device
+    from voice_train.precision import resolve_device
 
     torch.set_num_threads(snakemake.threads)
     compat.setup_audiocraft(snakemake.params.attention_backend)
@@ -20,7 +20,7 @@ def main():
     codes, offsets, meta = tokens.encode_manifest(
         manifest,
         snakemake.params.model_ref,
-        device=resolve_device(settings["device"]),
+        device=resolve_device(settings["device"], "encode.device"),
         batch_seconds=settings["batch_seconds"],
     )
     tokens.write_tokens(snakemake.output.tokens, codes, offsets, meta)

@@ -15,7 +15,8 @@ def main():
     torch.set_num_threads(snakemake.threads)
     status = json.loads(Path(snakemake.input.status).read_text(encoding="utf-8"))
     generate_samples(
-        export_dir=snakemake.input.export,
+        checkpoint=snakemake.input.lm_checkpoint,
+        base_model=snakemake.params.model_ref,
         manifest=json.loads(Path(snakemake.input.manifest).read_text(encoding="utf-8")),
         description=snakemake.params.description,
         settings=SampleSettings.from_config(snakemake.params.settings),
@@ -23,7 +24,6 @@ def main():
         continuation_wav=snakemake.output.continuation,
         attention_backend=snakemake.params.attention_backend,
         expect_sha256=status["checkpoint_sha256"],
-        checkpoint=snakemake.input.lm_checkpoint,
     )
     write_listen_page(
         snakemake.output.listen,

@@ -17,7 +17,6 @@ def main():
         model_name=snakemake.params.model_ref,
         settings=TrainSettings.from_config(snakemake.params.settings),
         checkpoint_path=snakemake.output.lm_checkpoint,
-        export_dir=snakemake.output.export,
         status_path=snakemake.output.status,
         state_dir=f"{snakemake.config['paths']['state_dir']}/{snakemake.wildcards.voice}",
         voice=snakemake.wildcards.voice,

@@ -1,19 +1,44 @@
-"""Shared fixtures: small generated recordings and temporary copies of the workflow."""
+"""Shared fixtures: small generated recordings and temporary copies of the workflow.
+
+The suite is hermetic. Before anything imports huggingface_hub (which reads its settings once,
+at import), this module points the Hugging Face cache at an empty folder of its own, sets the
+hub offline, and blocks the network in this process and, through ``tests/sitehooks`` on
+PYTHONPATH, in every process the tests start (snakemake and its jobs).
+"""
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-import soundfile as sf
-import yaml
+SITEHOOKS = Path(__file__).resolve().parent / "sitehooks"
+HF_HOME = Path(tempfile.mkdtemp(prefix="voice-train-tests-hf-"))
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+os.environ.update(
+    HF_HOME=str(HF_HOME),
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    VOICE_TRAIN_TEST_OFFLINE="1",
+    PYTHONPATH=os.pathsep.join(filter(None, [str(SITEHOOKS), os.environ.get("PYTHONPATH")])),
+)
+os.environ.pop("AUDIOCRAFT_CACHE_DIR", None)
+assert "huggingface_hub" not in sys.modules, "huggingface_hub was imported before the suite set it offline"
+_spec = importlib.util.spec_from_file_location("voice_train_sitehooks", SITEHOOKS / "sitecustomize.py")
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # blocks this process's network too
 
-from voice_train.demo import synthesize_voice
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+import yaml  # noqa: E402
+
+from voice_train.demo import synthesize_voice  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles")

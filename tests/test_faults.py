@@ -28,7 +28,7 @@ VOICE = "demo_voice"
 CHECKPOINT = Path(f"results/checkpoints/{VOICE}/tts_voice_train_musicgen_small.pt")
 
 
-SLOWDOWN = Path(__file__).parent / "slowdown"  # its sitecustomize slows chosen calls down
+SLOWDOWN = Path(__file__).parent / "sitehooks"  # its sitecustomize slows chosen calls down
 # What each killed job is slowed down by, so that it is still busy when the moment to kill it
 # is seen, on a machine of any speed: prepare writes each clip, encode reads each, sample
 # writes two WAVs. Training saves its state at step 8 of 16 and needs no help.
@@ -152,7 +152,7 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(d
 def test_a_corrupt_checkpoint_is_reported_and_not_used(demo_copy):
     checkpoint = demo_copy / CHECKPOINT
     data = checkpoint.read_bytes()
-    checkpoint.write_bytes(data[: len(data) // 2])  # the export's state_dict.bin is the same file
+    checkpoint.write_bytes(data[: len(data) // 2])
     proc = snakemake(demo_copy, *DEMO, check=False)  # a newer checkpoint: sample and report rerun
     assert proc.returncode != 0
     fields = report_fields(demo_copy)

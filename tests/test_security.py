@@ -99,13 +99,13 @@ def test_a_local_model_trains_and_samples_without_the_network(no_network, tmp_pa
         model_name=str(model),
         settings=settings,
         checkpoint_path=str(tmp_path / "ckpt" / "tts_voice_train_musicgen_small.pt"),
-        export_dir=str(tmp_path / "ckpt" / "export"),
         status_path=str(tmp_path / "train_status.json"),
         state_dir=str(tmp_path / "state"),
         voice="v",
     )
     generate_samples(
-        export_dir=str(tmp_path / "ckpt" / "export"),
+        checkpoint=result.checkpoint,
+        base_model=str(model),
         manifest=manifest,
         description="a voice",
         settings=dataclasses.replace(SampleSettings(), duration_s=0.5, prompt_s=0.25, device="cpu"),

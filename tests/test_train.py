@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 from pathlib import Path
@@ -13,10 +14,13 @@ import soundfile as sf
 import torch
 
 from voice_train import compat, presets, tokens
+from voice_train.batches import Batcher
 from voice_train.demo import synthesize_voice
 from voice_train.errors import VoiceTrainError
 from voice_train.fsutil import sha256_file
-from voice_train.train import Batcher, TrainSettings, lm_loss, load_state, train
+from voice_train.objective import condition_tensors, lm_loss
+from voice_train.train import TrainSettings, train
+from voice_train.train_state import load_state
 
 DESCRIPTION = "a calm synthetic test voice"
 FAST = TrainSettings(
@@ -73,7 +77,6 @@ def run(tmp: Path, tiny: str, token_file: str, settings: TrainSettings = FAST, n
         model_name=tiny,
         settings=settings,
         checkpoint_path=str(out / "ckpt" / "tts_voice_train_musicgen_small.pt"),
-        export_dir=str(out / "ckpt" / "export"),
         status_path=str(out / "train_status.json"),
         state_dir=str(out / "state"),
         voice="test",
@@ -166,13 +169,16 @@ def test_the_lm_learns_the_voice(tiny, token_file, tmp_path):
     assert status["best_val_loss"] < status["base_val_loss"] - 2.0
 
     # The trained LM beats an untrained one on the same batch.
+    from audiocraft.models import loaders
+
     cache = tokens.load_tokens(token_file)
-    trained = presets.load_lm(status["export_dir"])
+    trained = loaders.load_lm_model(result.checkpoint, device="cpu")
     untrained = presets.load_lm(tiny)
-    codes, mask, descriptions = Batcher(cache, settings, trained.special_token_id).train_batch(0, 0)
+    batch = Batcher(cache, settings, trained.special_token_id).train_batch(0, 0)
     with torch.no_grad():
         losses = [
-            float(lm_loss(m.eval(), codes, mask, descriptions, _no_autocast)[0]) for m in (trained, untrained)
+            float(lm_loss(m.eval(), batch.codes, batch.mask, batch.descriptions, _no_autocast)[0])
+            for m in (trained, untrained)
         ]
     assert losses[0] < losses[1] - 2.0
 
@@ -189,21 +195,20 @@ def _no_autocast():
 
 
 def test_checkpoint_reloads_with_identical_logits(tiny, token_file, tmp_path):
-    from audiocraft.models import MusicGen, loaders
+    from audiocraft.models import loaders
+
+    from voice_train.export import load_finetuned
 
     result = run(tmp_path, tiny, token_file)
     ckpt = result.checkpoint
-    export = result.status["export_dir"]
     pkg = torch.load(ckpt, map_location="cpu", weights_only=True)  # safe load, xp.cfg is YAML text
     assert isinstance(pkg["xp.cfg"], str) and pkg["exported"] is True
     a = loaders.load_lm_model(ckpt, device="cpu")
-    b = MusicGen.get_pretrained(export, device="cpu").lm
-    assert Path(export, "state_dict.bin").stat().st_ino == Path(ckpt).stat().st_ino  # linked, not copied
+    b = load_finetuned(ckpt, tiny, device="cpu").lm
     cache = tokens.load_tokens(token_file)
-    codes, mask, descriptions = Batcher(cache, FAST, a.special_token_id).train_batch(0, 0)
+    batch = Batcher(cache, FAST, a.special_token_id).train_batch(0, 0)
+    codes, descriptions = batch.codes, batch.descriptions
     with torch.no_grad():
-        from voice_train.train import condition_tensors
-
         la = a.compute_predictions(codes, [], condition_tensors(a, descriptions)).logits
         lb = b.compute_predictions(codes, [], condition_tensors(b, descriptions)).logits
     assert torch.isfinite(la).any()
@@ -216,7 +221,8 @@ def test_generation_returns_the_requested_length_and_rate(tiny, token_file, tmp_
     result = run(tmp_path, tiny, token_file)
     clip = tokens.load_tokens(token_file).clips[2]
     info = generate_samples(
-        export_dir=result.status["export_dir"],
+        checkpoint=result.checkpoint,
+        base_model=tiny,
         manifest={"entries": [{"target": clip["target"], "split": "valid"}]},
         description=DESCRIPTION,
         settings=SampleSettings(duration_s=1.5, prompt_s=0.5, device="cpu"),
@@ -259,7 +265,7 @@ def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp
     state, why = load_state(
         tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path)
     )
-    assert state is not None and state["step"] == 8, why  # saved every 4 steps
+    assert state is not None and state["step"] == 6, why  # saved at the validation of step 6 (the best)
     undo()
     resumed = run(tmp_path, tiny, token_file, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
@@ -346,23 +352,22 @@ def test_leftovers_of_a_killed_save_are_removed_on_the_next_run(tiny, token_file
     assert result.status["status"] == "completed" and not leftover.exists()
 
 
-def test_samples_refuse_an_export_that_is_not_the_recorded_checkpoint(tmp_path):
-    from voice_train.sample import verify_export
+def test_samples_refuse_a_checkpoint_that_is_not_the_recorded_one(tmp_path):
+    from voice_train.sample import verify_checkpoint
 
-    (tmp_path / "state_dict.bin").write_bytes(b"truncated checkpoint")
+    checkpoint = tmp_path / "tts_voice_train_musicgen_small.pt"
+    checkpoint.write_bytes(b"truncated checkpoint")
     with pytest.raises(VoiceTrainError, match="not the checkpoint that train_status.json recorded"):
-        verify_export(str(tmp_path), expect_sha256="0" * 64)
-    verify_export(str(tmp_path), expect_sha256=sha256_file(tmp_path / "state_dict.bin"))
+        verify_checkpoint(str(checkpoint), expect_sha256="0" * 64)
+    verify_checkpoint(str(checkpoint), expect_sha256=sha256_file(checkpoint))
 
 
 # --- LoRA and low_vram ---------------------------------------------------------------------
 
-LORA = dataclasses.replace(FAST, lora_rank=4, lora_alpha=8.0, lr=1e-2)
+LORA = dataclasses.replace(FAST, lora_rank=4, lora_alpha=8.0, lora_lr=1e-2)
 
 
 def _logits(lm, codes, descriptions):
-    from voice_train.train import condition_tensors
-
     with torch.no_grad():
         return lm.eval().compute_predictions(codes, [], condition_tensors(lm, descriptions)).logits
 
@@ -371,9 +376,8 @@ def test_lora_starts_as_the_base_model_and_trains_only_its_matrices(tiny, token_
     from voice_train import lora
 
     lm = presets.load_lm(tiny)
-    codes, _, descriptions = Batcher(tokens.load_tokens(token_file), FAST, lm.special_token_id).train_batch(
-        0, 0
-    )
+    batch = Batcher(tokens.load_tokens(token_file), FAST, lm.special_token_id).train_batch(0, 0)
+    codes, descriptions = batch.codes, batch.descriptions
     before = _logits(lm, codes, descriptions)
     trainable = lora.add_lora(lm, rank=4, alpha=8.0, seed=0)
     torch.testing.assert_close(_logits(lm, codes, descriptions), before, rtol=0, atol=0, equal_nan=True)
@@ -401,11 +405,10 @@ def test_lora_learns_and_exports_a_plain_merged_checkpoint(tiny, token_file, tmp
     merged = loaders.load_lm_model(result.checkpoint, device="cpu")
     with_lora = presets.load_lm(tiny)
     lora.add_lora(with_lora, rank=4, alpha=8.0, seed=0)
-    best = torch.load(tmp_path / "lora" / "state" / "best_state.pt", weights_only=True)["state"]
+    best = torch.load(tmp_path / "lora" / "state" / "train_state.pt", weights_only=True)["weights"]
     lora.load_lora_state(with_lora, best)
-    codes, _, descriptions = Batcher(
-        tokens.load_tokens(token_file), FAST, merged.special_token_id
-    ).train_batch(0, 0)
+    batch = Batcher(tokens.load_tokens(token_file), FAST, merged.special_token_id).train_batch(0, 0)
+    codes, descriptions = batch.codes, batch.descriptions
     torch.testing.assert_close(
         _logits(merged, codes, descriptions), _logits(with_lora, codes, descriptions), equal_nan=True
     )
@@ -424,7 +427,7 @@ def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
 
     full = run(tmp_path, tiny, token_file, name="full")
     lora_state = (tmp_path / "resumed" / "state" / "train_state.pt").stat().st_size
-    full_state = (Path(full.status["export_dir"]).parents[1] / "state" / "train_state.pt").stat().st_size
+    full_state = (Path(full.checkpoint).parents[1] / "state" / "train_state.pt").stat().st_size
     assert lora_state < 0.5 * full_state
 
 
@@ -434,3 +437,204 @@ def test_low_vram_switches_on_lora_and_checkpointing():
     low = dataclasses.replace(plain, low_vram=True).effective()
     assert low.lora_rank == 16 and low.gradient_checkpointing is True
     assert dataclasses.replace(plain, low_vram=True, lora_rank=8).effective().lora_rank == 8
+
+
+# --- the real job's settings, on the CPU ---------------------------------------------------
+
+
+def test_valid_frames_round_down_as_the_solver_does():
+    assert tokens.valid_frames(48000, 32000, 50.0) == 75
+    assert tokens.valid_frames(48001, 32000, 50.0) == 75  # a partial frame holds no whole frame of audio
+    assert tokens.valid_frames(47999, 32000, 50.0) == 74
+
+
+def test_cfg_dropout_drops_the_whole_batch_at_once(token_file):
+    """As audiocraft's solver: one draw per batch, and a hit blanks every clip's text."""
+    settings = dataclasses.replace(FAST, batch_size=4, cfg_dropout=0.5)
+    batcher = Batcher(tokens.load_tokens(token_file), settings, special_token=2048)
+    dropped = 0
+    for step in range(60):
+        descriptions = batcher.train_batch(step, 0).descriptions
+        assert descriptions in ([None] * 4, [DESCRIPTION] * 4)
+        dropped += descriptions[0] is None
+    assert 15 < dropped < 45
+
+
+def test_lora_runs_at_its_own_learning_rate():
+    assert TrainSettings().peak_lr == ("train.lr", 2e-5)
+    assert TrainSettings(low_vram=True).peak_lr == ("train.lora_lr", 2e-4)
+    assert TrainSettings(lora_rank=8, lora_lr=1e-3).peak_lr == ("train.lora_lr", 1e-3)
+
+
+def all_train(token_file: str, tmp_path: Path) -> str:
+    """The same token cache with every clip in the training split (prepare.valid_fraction: 0)."""
+    cache = tokens.load_tokens(token_file)
+    meta = dict(cache.meta, clips=[dict(c, split="train") for c in cache.clips])
+    path = tmp_path / "all_train.npz"
+    tokens.write_tokens(path, cache.codes, cache.offsets, meta)
+    return str(path)
+
+
+def differs_from_base(checkpoint: str, base: str) -> bool:
+    exported = torch.load(checkpoint, map_location="cpu", weights_only=True)["best_state"]
+    base_state = presets.load_lm_state(base)
+    return any(not torch.equal(exported[k].float(), base_state[k].float()) for k in base_state)
+
+
+def test_without_validation_clips_the_last_step_is_exported_not_the_base(tiny, token_file, tmp_path):
+    result = run(tmp_path, tiny, all_train(token_file, tmp_path), name="noval")
+    status = result.status
+    assert status["status"] == "completed" and status["selection"] == "last step (no validation clips)"
+    assert status["chosen_step"] == FAST.steps and status["best_val_loss"] is None
+    assert differs_from_base(result.checkpoint, tiny), "the trained weights are exported, not the base"
+    finished = torch.load(tmp_path / "noval/state/train_state.pt", weights_only=True)
+    exported = torch.load(result.checkpoint, weights_only=True)["best_state"]
+    assert finished["kind"] == "finished" and finished["step"] == FAST.steps
+    assert all(torch.equal(exported[k], finished["weights"][k]) for k in exported)
+
+
+def test_the_base_model_is_never_exported_even_when_training_only_hurts(
+    tiny, token_file, tmp_path, monkeypatch
+):
+    from voice_train import train as train_module
+
+    # Validation loss: the base model is best, every trained step worse than the one before.
+    monkeypatch.setattr(train_module, "evaluate", lambda lm, batcher, device, autocast: 1.0 + 0.1 * len(seen))
+    seen = []
+    original = train_module.Run.validate
+
+    def validate(self, step):
+        result = original(self, step)
+        seen.append(step)
+        return result
+
+    monkeypatch.setattr(train_module.Run, "validate", validate)
+    status = run(tmp_path, tiny, token_file, name="worse").status
+    assert status["base_val_loss"] == 1.0 and status["best_step"] == 6 and status["chosen_step"] == 6
+    assert "never went below the base model" in status["warning"] and "train.lr" in status["warning"]
+    assert differs_from_base(status["checkpoint"], tiny)
+
+
+def record_saves(monkeypatch) -> list[dict]:
+    """Each save of the resume state: its step and kind, and what the state dir held right after."""
+    from voice_train import train_state
+
+    saves, original = [], train_state.save_in_place
+
+    def recording(obj, path):
+        inode = Path(path).stat().st_ino if Path(path).exists() else None
+        original(obj, path)
+        files = sorted(p.name for p in Path(path).parent.iterdir())
+        saves.append({"step": obj["step"], "kind": obj["kind"], "inode": inode, "files": files})
+
+    monkeypatch.setattr(train_state, "save_in_place", recording)
+    return saves
+
+
+def test_the_state_is_one_file_saved_in_place_at_each_new_best(tiny, token_file, tmp_path, monkeypatch):
+    saves = record_saves(monkeypatch)
+    settings = dataclasses.replace(FAST, steps=24, eval_every=4, save_every=2)
+    status = run(tmp_path, tiny, token_file, settings, name="inplace").status
+    val = dict(status["val_history"])
+    running = [s["step"] for s in saves if s["kind"] == "running"]
+    evals = range(4, 24, 4)
+    best_so_far = [s for s in evals if val[s] < min([val[t] for t in evals if t < s], default=math.inf)]
+    assert running == best_so_far, "saved at each validation that beat every earlier trained step"
+    assert saves[-1]["kind"] == "finished" and saves[-1]["step"] == 24
+    assert status["chosen_step"] == status["best_step"] == min(range(4, 25, 4), key=val.get)
+    for save in saves:
+        states = [f for f in save["files"] if f.startswith(("train_state", ".train_state"))]
+        assert states == ["train_state.pt"]
+    inodes = {s["inode"] for s in saves[1:]}
+    assert len(inodes) == 1 and None not in inodes, "rewritten in place: no second copy, no new file"
+
+
+def test_a_torn_state_is_refused_and_the_run_starts_clean(tiny, token_file, tmp_path, caplog):
+    run(tmp_path, tiny, token_file, name="torn")
+    state = tmp_path / "torn/state/train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a save cut short
+    with caplog.at_level("INFO"):
+        result = run(tmp_path, tiny, token_file, name="torn")
+    assert "starting clean" in caplog.text and "unreadable" in caplog.text
+    assert result.status["status"] == "completed"
+
+
+def cpu_as(monkeypatch, gpu_name: str, capability: tuple[int, int]) -> None:
+    """Plan the run as on that GPU (torch.cuda's answers patched), then run the plan on the CPU."""
+    from voice_train import precision
+    from voice_train import train as train_module
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu_name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    real = precision.precision_plan
+    monkeypatch.setattr(
+        train_module,
+        "precision_plan",
+        lambda setting, device, low_vram, lora: dataclasses.replace(
+            real(setting, "cuda", low_vram, lora), device="cpu"
+        ),
+    )
+
+
+def record_base_dtype(monkeypatch) -> list:
+    from voice_train import lora
+
+    dtypes, original = [], lora.freeze_base
+
+    def recording(lm, dtype):
+        dtypes.append(dtype)
+        original(lm, dtype)
+
+    monkeypatch.setattr(lora, "freeze_base", recording)
+    return dtypes
+
+
+@pytest.mark.parametrize(
+    ("gpu", "precision", "low_vram", "expect"),
+    [
+        (("Tesla T4", (7, 5)), "auto", True, ("fp16", [torch.float16])),
+        (("Tesla T4", (7, 5)), "fp32", True, ("fp32", [])),  # crashed: fp16 base met fp32 activations
+        (("Tesla T4", (7, 5)), "auto", False, ("fp16", [])),
+        (("NVIDIA A100-SXM4-40GB", (8, 0)), "auto", True, ("bf16", [torch.bfloat16])),
+    ],
+)
+def test_every_gpu_plan_trains(tiny, token_file, tmp_path, monkeypatch, gpu, precision, low_vram, expect):
+    cpu_as(monkeypatch, *gpu)
+    dtypes = record_base_dtype(monkeypatch)
+    settings = dataclasses.replace(
+        FAST, steps=6, eval_every=3, precision=precision, low_vram=low_vram, lora_lr=1e-2, grad_accum=2
+    )
+    status = run(tmp_path, tiny, token_file, settings, name="plan").status
+    assert status["status"] == "completed" and status["precision"] == expect[0] and dtypes == expect[1]
+    assert status["lr_setting"] == ("train.lora_lr" if low_vram else "train.lr")
+    assert math.isfinite(status["best_val_loss"]) and status["best_step"] > 0
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_written_as_null(tiny, token_file, tmp_path, monkeypatch):
+    import json
+
+    from voice_train import status as status_module
+    from voice_train import train as train_module
+
+    cpu_as(monkeypatch, "Tesla T4", (7, 5))
+    calls, original = [], train_module.lm_loss
+
+    def overflowing(*args, **kwargs):
+        loss, sums, counts = original(*args, **kwargs)
+        calls.append(1)
+        return (loss * math.inf if len(calls) == 4 else loss), sums, counts
+
+    monkeypatch.setattr(train_module, "lm_loss", overflowing)
+    written, write = [], status_module.write_json_atomic
+
+    def recording(path, data):
+        written.append(json.dumps(data, allow_nan=False))  # strict JSON or it raises
+        write(path, data)
+
+    monkeypatch.setattr(status_module, "write_json_atomic", recording)
+    settings = dataclasses.replace(FAST, steps=6, eval_every=6, log_every=1, precision="auto")
+    result = run(tmp_path, tiny, token_file, settings, name="overflow")
+    step4 = [json.loads(w) for w in written if json.loads(w).get("step") == 4][0]
+    assert step4["grad_norm"] is None and step4["loss"] is None and step4["skipped_steps"] == 1
+    assert result.status["skipped_steps"] == 1 and result.status["status"] == "completed"

@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):
     assert checkpoint.name == "tts_voice_train_musicgen_small.pt" and fields["checkpoint_exists"] == "true"
     assert fields["checkpoint_sha256"] == status["checkpoint_sha256"]
     assert fields["checkpoint_size_bytes"] == str(checkpoint.stat().st_size)
-    assert (checkpoint.parent / "export/state_dict.bin").is_file()
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == [checkpoint.name], "one copy of the LM"
     samples = fields["sample_paths"].split(" | ")
     assert [Path(p).name for p in samples] == ["text.wav", "continuation.wav"]
     assert all((workdir / p).stat().st_size > 1000 for p in samples)
@@ -154,8 +154,19 @@ def test_lfs_pointer_fails_with_a_clear_report(tmp_path):
         ("prepare={'max_clip_s': 'long'}", "max_clip_s"),
         ("unknown_key=1", "unknown_key"),
         ("voices={'../evil': {'description': 'x'}}", "../evil"),
+        ("train={'lr': 'fast'}", "'fast' is not of type 'number'"),
+        ("sample={'prompt_s': 9}", "sample.prompt_s (9) must be shorter than sample.duration_s (8)"),
     ],
 )
+def test_numbers_in_any_notation_pass_in_the_file_and_on_the_command_line(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    assert "lr: 2e-5" in (workdir / "config/config.yaml").read_text()  # YAML 1.1 reads it as a string
+    proc = snakemake(
+        workdir, "-n", "--config", "train={'lr': 1e-5, 'lora_lr': 2E-4, 'steps': 1e3}", check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_bad_config_fails_before_any_job(tmp_path, override, named):
     workdir = copy_workflow(tmp_path / "wf")
     proc = snakemake(workdir, "--config", override, check=False)

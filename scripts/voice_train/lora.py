@@ -112,13 +112,12 @@ def load_lora_state(lm, state: dict) -> None:
             update.B.copy_(state[f"{key}.B"])
 
 
-def freeze_base_in_half(lm) -> None:
-    """Keep the frozen base weights of the targets in float16 (GPU low-VRAM mode)."""
-    import torch
-
+def freeze_base(lm, dtype) -> None:
+    """Keep the frozen base weights of the targets in ``dtype`` (GPU low-VRAM mode: the autocast
+    dtype, so that they meet activations of their own dtype)."""
     for _, module, name in target_weights(lm):
         original = module.parametrizations[name].original
-        original.data = original.data.to(torch.float16)
+        original.data = original.data.to(dtype)
 
 
 def merged_state(base_state: dict, lm, update: dict) -> dict:

@@ -284,6 +284,30 @@ def hub_file(repo_id: str, filename: str, cache_dir: str | None = None) -> str:
         ) from exc
 
 
+# A pointer package is a few hundred bytes; real codec weights are megabytes.
+_POINTER_MAX_BYTES = 64 * 1024
+_HF_CODEC_FILES = ("config.json", "model.safetensors")
+
+
+def codec_pointer(codec_file: str | os.PathLike) -> str | None:
+    """The model a compression file points to (``{'pretrained': 'facebook/encodec_32khz'}``, the
+    form audiocraft's export writes for MusicGen's hub models), or None when it holds weights."""
+    import torch
+
+    if os.path.getsize(codec_file) > _POINTER_MAX_BYTES:
+        return None
+    package = torch.load(codec_file, map_location="cpu", weights_only=True)
+    pointer = package.get("pretrained") if isinstance(package, dict) else None
+    return str(pointer) if pointer is not None else None
+
+
+def pointed_codec_files(pointer: str) -> dict[str, str]:
+    """Local files of the codec a pointer names, by name: what its identity is hashed from."""
+    if os.path.exists(pointer):
+        return {os.path.basename(pointer): pointer}
+    return {name: hub_file(pointer, name) for name in _HF_CODEC_FILES}
+
+
 def codec_file_for_name(name: str, cache_dir: str | None = None) -> str:
     if is_local_dir(name):
         return model_files(name, cache_dir)[1]

@@ -1,6 +1,7 @@
 """Rule sample: listen to the fine-tuned model.
 
-Two WAVs per voice, from the exported pretrained directory through ``MusicGen.get_pretrained``:
+Two WAVs per voice, from the fine-tuned checkpoint and the base model's codec
+(:func:`voice_train.export.load_finetuned`):
 
 * ``text``: generated from the voice's description alone;
 * ``continuation``: the first seconds of a validation clip, carried on by the model (the voice
@@ -10,7 +11,6 @@ Two WAVs per voice, from the exported pretrained directory through ``MusicGen.ge
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -56,25 +56,20 @@ def pick_prompt_clip(manifest: dict) -> dict:
     return entries[0]
 
 
-def verify_export(export_dir: str, expect_sha256: str, checkpoint: str | None = None) -> None:
-    """Refuse a checkpoint (and the export's LM file) that is not what training recorded."""
-    from .presets import LM_FILE
-
-    lm_file = Path(export_dir) / LM_FILE
-    files = [lm_file]
-    if checkpoint is not None and not (lm_file.exists() and os.path.samefile(checkpoint, lm_file)):
-        files.insert(0, Path(checkpoint))
-    for path in files:
-        if not path.is_file() or sha256_file(path) != expect_sha256:
-            raise VoiceTrainError(
-                path,
-                "not the checkpoint that train_status.json recorded (missing, truncated or changed)",
-                "rebuild it with: snakemake --cores all --forcerun train",
-            )
+def verify_checkpoint(checkpoint: str, expect_sha256: str) -> None:
+    """Refuse a checkpoint that is not what training recorded (missing, truncated or changed)."""
+    path = Path(checkpoint)
+    if not path.is_file() or sha256_file(path) != expect_sha256:
+        raise VoiceTrainError(
+            path,
+            "not the checkpoint that train_status.json recorded (missing, truncated or changed)",
+            "rebuild it with: snakemake --cores all --forcerun train",
+        )
 
 
 def generate_samples(
-    export_dir: str,
+    checkpoint: str,
+    base_model: str,
     manifest: dict,
     description: str,
     settings: SampleSettings,
@@ -82,21 +77,20 @@ def generate_samples(
     continuation_wav: str,
     attention_backend: str = "torch",
     expect_sha256: str | None = None,
-    checkpoint: str | None = None,
 ) -> dict:
+    """Both WAVs from the fine-tuned checkpoint (with ``base_model``'s codec); returns what was made."""
     import soundfile as sf
     import torch
 
     from . import compat
-    from .train import resolve_device
+    from .export import load_finetuned
+    from .precision import resolve_device
 
     if expect_sha256 is not None:
-        verify_export(export_dir, expect_sha256, checkpoint)
+        verify_checkpoint(checkpoint, expect_sha256)
     compat.setup_audiocraft(attention_backend)
-    from audiocraft.models import MusicGen
-
-    device = resolve_device(settings.device)
-    model = MusicGen.get_pretrained(str(export_dir), device=device)
+    device = resolve_device(settings.device, "sample.device")
+    model = load_finetuned(checkpoint, base_model, device=device)
     model.set_generation_params(
         use_sampling=True,
         top_k=settings.top_k,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -61,7 +62,24 @@ class TokenSet:
 
 
 def codec_identity(model_name: str, codec_file: str) -> dict:
-    return {"model": model_name, "compression_sha256": sha256_file(Path(codec_file))}
+    """What made a token cache: the model, its compression file, and where that file only points
+    to another codec (MusicGen's hub models point to ``facebook/encodec_32khz``), that codec's files."""
+    from .presets import codec_pointer, pointed_codec_files
+
+    identity = {"model": model_name, "compression_sha256": sha256_file(Path(codec_file))}
+    pointer = codec_pointer(codec_file)
+    if pointer is not None:
+        identity["pretrained"] = pointer
+        identity["pretrained_sha256"] = {
+            name: sha256_file(path) for name, path in sorted(pointed_codec_files(pointer).items())
+        }
+    return identity
+
+
+def valid_frames(samples: int, sample_rate: int, frame_rate: float) -> int:
+    """Frames of a clip's codes that hold its audio, rounded down as audiocraft's MusicGen solver
+    does (its padding mask starts at ``floor(samples / sample_rate * frame_rate)``)."""
+    return math.floor(float(samples) / sample_rate * frame_rate)
 
 
 def _read_clip(path: str, sample_rate: int) -> np.ndarray:
@@ -96,7 +114,6 @@ def encode_manifest(
             "manifest", "has no clips to encode", "check the prepare step's log and settings"
         )
     sample_rate = codec.sample_rate
-    hop = int(round(sample_rate / codec.frame_rate))
     # Sort by length so each batch pads little; keep the manifest order in the output.
     lengths = [int(round(e["duration_s"] * sample_rate)) for e in entries]
     order = sorted(range(len(entries)), key=lambda i: lengths[i])
@@ -117,7 +134,7 @@ def encode_manifest(
             )
         codes = codes.cpu().numpy()
         for row, (i, a) in enumerate(zip(batch, audio)):
-            frames = min(codes.shape[-1], -(-len(a) // hop))  # frames that hold real audio
+            frames = min(codes.shape[-1], valid_frames(len(a), sample_rate, codec.frame_rate))
             codes_by_clip[i] = codes[row, :, :frames].astype(np.int16)
         batch.clear()
 

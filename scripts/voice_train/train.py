@@ -1,47 +1,55 @@
 """Rule train: fine-tune MusicGen's LM on the cached EnCodec codes of the voice's clips.
 
-The loss is audiocraft's MusicGen solver loss: the clip's codes are laid out in the LM's delay
-pattern, the LM predicts every codebook at every step, and cross-entropy is taken per codebook
-over the valid positions (the pattern's validity mask AND the padding mask), then averaged over
-codebooks. Each clip's description is its text condition; classifier-free-guidance dropout
-blanks it for a share of the samples, as the solver does.
+The parts, one module each: :mod:`.batches` (crops, padding, classifier-free-guidance dropout),
+:mod:`.objective` (audiocraft's MusicGen solver loss), :mod:`.precision` (device and number
+format), :mod:`.train_state` (resume), :mod:`.export` (the checkpoint) and :mod:`.status`
+(train_status.json). This module holds the settings, the model's setup (:class:`Run`) and the
+loop.
 
-Everything random is drawn from generators seeded by (seed, step), so a run is deterministic on
-CPU and a resumed run continues exactly where the interrupted one would have gone.
+Everything random is drawn from generators seeded by (seed, step): crops, CFG dropout, and the
+T5 conditioner's word dropout. So a run is deterministic on the CPU, and a resumed run continues
+exactly where the interrupted one would have gone.
+
+The exported weights are those of the trained step with the lowest validation loss (the base
+model at step 0 is measured, for reference, but never exported); with no validation clips,
+those of the last step.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
-
+from .batches import Batcher
 from .errors import VoiceTrainError
 from .fsutil import remove_stale_temps, sha256_file, write_json_atomic
+from .objective import evaluate, lm_loss
+from .precision import precision_plan, resolve_device
 from .progress import progress
-from .tokens import REBUILD_TOKENS, TokenSet, load_tokens
+from .status import JOB_TYPE, StatusWriter
+from .tokens import REBUILD_TOKENS, codec_identity, load_tokens
+from .train_state import (
+    FINISHED,
+    HISTORY_FILE,
+    OBSOLETE_FILES,
+    RUNNING,
+    STATE_FILE,
+    fingerprint,
+    load_state,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 console = logging.getLogger("voice_train.console")  # also shown on the console by rule.run_rule
 
 CHECKPOINT_NAME = "tts_voice_train_musicgen_small.pt"
-STATE_SCHEMA = "voice_train_state/1"
-# Files in the state dir (paths.state_dir/<voice>), outside Snakemake's outputs.
-STATE_FILE = "train_state.pt"
-BEST_FILE = "best_state.pt"
-HISTORY_FILE = "loss_history.json"
-JOB_TYPE = "tts_voice_train"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOW_VRAM_RANK = 16
+# fp16 steps whose gradients overflow are skipped by the scaler; this many in a row is a failure.
+MAX_SKIPPED_IN_A_ROW = 25
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,8 @@ class TrainSettings:
     steps: int = 1500
     batch_size: int = 4
     grad_accum: int = 1
-    lr: float = 2e-5
+    lr: float = 2e-5  # peak rate of full fine-tuning
+    lora_lr: float = 2e-4  # peak rate when LoRA is on (lora_rank > 0 or low_vram)
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -78,34 +87,12 @@ class TrainSettings:
             return self
         return replace(self, gradient_checkpointing=True, lora_rank=self.lora_rank or LOW_VRAM_RANK)
 
-
-# ---------------------------------------------------------------------------------------------
-# devices, precision, schedule
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VoiceTrainError(
-            "config train.device", f"is {name!r} but no CUDA GPU is visible", "set train.device: auto or cpu"
-        )
-    return name
-
-
-def resolve_precision(setting: str, device: str) -> str:
-    """fp32 on CPU; on CUDA bf16 where supported, else fp16 with a gradient scaler (e.g. a T4)."""
-    import torch
-
-    if setting not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}")
-    if not device.startswith("cuda"):
-        return "fp32"
-    if setting == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return setting
+    @property
+    def peak_lr(self) -> tuple[str, float]:
+        """The config key and value of the peak learning rate this run uses."""
+        if self.effective().lora_rank > 0:
+            return "train.lora_lr", self.lora_lr
+        return "train.lr", self.lr
 
 
 def lr_factor(step: int, settings: TrainSettings) -> float:
@@ -119,216 +106,165 @@ def lr_factor(step: int, settings: TrainSettings) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# batches
+# the model, its optimizer and its bookkeeping
 
 
-class Batcher:
-    """Turns the token cache into padded LM batches, deterministically from (seed, step)."""
+class Run:
+    """One training run: the LM (with LoRA if asked), optimizer, schedule, batches and records."""
 
-    def __init__(self, tokens: TokenSet, settings: TrainSettings, special_token: int) -> None:
-        self.tokens = tokens
-        self.settings = settings
-        self.special = special_token
-        self.train_ids = tokens.indices("train")
-        self.valid_ids = tokens.indices("valid")
-        if not self.train_ids:
-            raise VoiceTrainError(
-                "token cache", "has no training clips", "record more audio or lower valid_fraction"
-            )
-        self.segment = max(1, int(round(settings.segment_s * tokens.meta["frame_rate"])))
-        self.samples_per_step = settings.batch_size * settings.grad_accum
-
-    def epoch_of(self, step: int) -> float:
-        return step * self.samples_per_step / len(self.train_ids)
-
-    def _permutation(self, epoch: int) -> list[int]:
-        rng = np.random.default_rng([self.settings.seed, epoch, 1])
-        return [self.train_ids[i] for i in rng.permutation(len(self.train_ids))]
-
-    def train_batch(self, step: int, micro: int):
-        """Clip codes (cropped at random to the segment length), padding mask and descriptions."""
-        n = len(self.train_ids)
-        first = step * self.samples_per_step + micro * self.settings.batch_size
-        rng = np.random.default_rng([self.settings.seed, step, micro, 2])
-        picks, perms = [], {}
-        for position in range(first, first + self.settings.batch_size):
-            epoch, index = divmod(position, n)
-            if epoch not in perms:
-                perms[epoch] = self._permutation(epoch)
-            picks.append(perms[epoch][index])
-        crops = []
-        for clip in picks:
-            codes = self.tokens.clip_codes(clip)
-            extra = codes.shape[1] - self.segment
-            start = int(rng.integers(0, extra + 1)) if extra > 0 else 0
-            crops.append(codes[:, start : start + self.segment])
-        descriptions = [self.tokens.clips[c]["description"] for c in picks]
-        dropped = rng.random(len(picks)) < self.settings.cfg_dropout
-        descriptions = [None if drop else d for d, drop in zip(descriptions, dropped)]
-        return (*self._pad(crops), descriptions)
-
-    def valid_batches(self):
-        """The whole validation split (each clip from its start, up to one segment), in batches."""
-        ids = self.valid_ids
-        for i in range(0, len(ids), self.settings.batch_size):
-            chunk = ids[i : i + self.settings.batch_size]
-            crops = [self.tokens.clip_codes(c)[:, : self.segment] for c in chunk]
-            yield (*self._pad(crops), [self.tokens.clips[c]["description"] for c in chunk])
-
-    def _pad(self, crops: list[np.ndarray]):
+    def __init__(self, tokens_path: str, model_name: str, settings: TrainSettings, attention_backend: str):
         import torch
 
-        n_q = crops[0].shape[0]
-        longest = max(c.shape[1] for c in crops)
-        codes = torch.full((len(crops), n_q, longest), self.special, dtype=torch.long)
-        mask = torch.zeros((len(crops), n_q, longest), dtype=torch.bool)
-        for row, c in enumerate(crops):
-            codes[row, :, : c.shape[1]] = torch.from_numpy(c.astype(np.int64))
-            mask[row, :, : c.shape[1]] = True
-        return codes, mask
+        from . import compat, lora, presets
 
+        compat.setup_audiocraft(attention_backend)
+        self.settings, self.model_name = settings, model_name
+        self.run = settings.effective()  # low_vram switches on checkpointing and LoRA
+        self.uses_lora = self.run.lora_rank > 0
+        self.device = resolve_device(settings.device)
+        self.plan = precision_plan(settings.precision, self.device, self.run.low_vram, self.uses_lora)
+        base_lm_file, self.codec_file = presets.model_files(model_name)
+        self.tokens = load_tokens(tokens_path, expect_codec=codec_identity(model_name, self.codec_file))
+        torch.manual_seed(settings.seed)
+        self.lm = lm = presets.load_lm(model_name, device=self.device)
+        if self.tokens.meta["cardinality"] != lm.card or self.tokens.meta["n_q"] != lm.num_codebooks:
+            raise VoiceTrainError(
+                tokens_path, "token cache does not match the LM's codebooks", REBUILD_TOKENS
+            )
+        if self.run.gradient_checkpointing:
+            lm.transformer.checkpointing = "torch"
+        self.batcher = Batcher(self.tokens, settings, special_token=lm.special_token_id)
+        if self.uses_lora:
+            self.params = lora.add_lora(lm, self.run.lora_rank, self.run.lora_alpha, seed=settings.seed)
+            if self.plan.half_base:
+                lora.freeze_base(lm, self.plan.base_dtype)
+        else:
+            self.params = [p for p in lm.parameters() if p.requires_grad]
+        self.lr_key, peak_lr = settings.peak_lr
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=peak_lr,
+            betas=(0.9, 0.95),
+            weight_decay=settings.weight_decay,
+            eps=1e-8,
+            fused=True if self.plan.fused_adamw else None,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, settings))
+        self.scaler = self.plan.grad_scaler()
+        self.fingerprint = fingerprint(settings, model_name, base_lm_file, self.tokens)
+        self.step = 0
+        self.history: dict = {"loss": [], "val": []}
+        self.best: dict | None = None  # {"step", "val_loss"}: the best trained step
+        self.best_weights: dict | None = None
+        self.counters = {"skipped_steps": 0}
 
-# ---------------------------------------------------------------------------------------------
-# the model step
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.batcher.valid_ids)
 
+    def weights(self) -> dict:
+        """The trained weights, on the CPU: the whole LM, or with LoRA just its low-rank matrices."""
+        from . import lora
 
-def condition_tensors(lm, descriptions: list[str | None]):
-    from audiocraft.modules.conditioners import ConditioningAttributes
+        if self.uses_lora:
+            return lora.lora_state(self.lm)
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.lm.state_dict().items()}
 
-    attributes = [ConditioningAttributes(text={"description": d}) for d in descriptions]
-    tokenized = lm.condition_provider.tokenize(attributes)
-    return lm.condition_provider(tokenized)
+    def load_weights(self, weights: dict) -> None:
+        from . import lora
 
+        if self.uses_lora:
+            lora.load_lora_state(self.lm, weights)
+        else:
+            self.lm.load_state_dict(weights)
 
-def cross_entropy(logits, targets, mask):
-    """Per-codebook CE over valid positions (as audiocraft's MusicGen solver), averaged over codebooks.
+    def resume(self, state: dict) -> None:
+        """Continue from a running state (saved at the best step, or at a save_every step)."""
+        self.load_weights(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.history, self.best = int(state["step"]), state["history"], state["best"]
+        self.counters = dict(state["counters"])
+        if self.has_validation and self.best is not None:
+            self.best_weights = state["weights"]
 
-    Returns (loss, per-codebook sums, per-codebook counts); sums and counts are detached.
-    """
-    import torch
-    import torch.nn.functional as F
+    def save(self, path: Path, step: int) -> None:
+        weights = self.best_weights if self.best_weights is not None and self.best["step"] == step else None
+        save_state(
+            path,
+            RUNNING,
+            fingerprint=self.fingerprint,
+            step=step,
+            weights=weights if weights is not None else self.weights(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else {},
+            history=self.history,
+            best=self.best,
+            counters=self.counters,
+        )
 
-    n_q = targets.shape[1]
-    loss = torch.zeros((), device=targets.device)
-    sums, counts = [], []
-    for k in range(n_q):
-        m = mask[:, k].reshape(-1)
-        lk = logits[:, k].reshape(-1, logits.shape[-1])[m].float()
-        tk = targets[:, k].reshape(-1)[m]
-        ce_sum = F.cross_entropy(lk, tk, reduction="sum")
-        count = m.sum()
-        loss = loss + ce_sum / count.clamp(min=1)
-        sums.append(ce_sum.detach())
-        counts.append(count)
-    return loss / n_q, torch.stack(sums), torch.stack(counts)
+    def train_step(self, step: int) -> tuple[float, float | None, int]:
+        """One optimizer step: (loss, gradient norm or None when the step was skipped, tokens)."""
+        import torch
 
+        settings, scaler = self.settings, self.scaler
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss, tokens = 0.0, 0
+        for micro in range(settings.grad_accum):
+            batch = self.batcher.train_batch(step, micro)
+            codes, mask = batch.codes.to(self.device), batch.mask.to(self.device)
+            loss, _, counts = lm_loss(
+                self.lm, codes, mask, batch.descriptions, self.plan.autocast, batch.text_seed
+            )
+            loss = loss / settings.grad_accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            step_loss += float(loss.detach())
+            tokens += int(counts.sum())
+        if scaler is None and not math.isfinite(step_loss):
+            raise VoiceTrainError(
+                "train_status.json",
+                f"training loss became {step_loss} at step {step}",
+                "lower train.lr (or train.lora_lr with LoRA)",
+            )
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, settings.max_grad_norm))
+        if scaler is not None:  # it skips the update when the gradients overflowed, and lowers its scale
+            scale = scaler.get_scale()
+            scaler.step(self.optimizer)
+            scaler.update()
+            skipped = scaler.get_scale() < scale
+        else:
+            skipped = not math.isfinite(grad_norm)
+            if not skipped:
+                self.optimizer.step()
+        self.scheduler.step()
+        if skipped:
+            self.counters["skipped_steps"] += 1
+            self.counters["skipped_in_a_row"] = self.counters.get("skipped_in_a_row", 0) + 1
+            if self.counters["skipped_in_a_row"] >= MAX_SKIPPED_IN_A_ROW:
+                raise VoiceTrainError(
+                    "train_status.json",
+                    f"{MAX_SKIPPED_IN_A_ROW} steps in a row were skipped for non-finite gradients "
+                    f"(last at step {step}, precision {self.plan.name})",
+                    "lower the learning rate, or set train.precision: fp32",
+                )
+            return step_loss, None, tokens
+        self.counters["skipped_in_a_row"] = 0
+        return step_loss, grad_norm, tokens
 
-def lm_loss(lm, codes, pad_mask, descriptions, autocast):
-    with autocast():
-        tensors = condition_tensors(lm, descriptions)
-        out = lm.compute_predictions(codes, [], tensors)
-    return cross_entropy(out.logits, codes, pad_mask & out.mask)
-
-
-def evaluate(lm, batcher: Batcher, device: str, autocast) -> float | None:
-    """Mean validation cross-entropy (token-weighted per codebook, averaged over codebooks)."""
-    import torch
-
-    if not batcher.valid_ids:
-        return None
-    was_training = lm.training
-    lm.eval()
-    total_sum, total_count = None, None
-    with torch.no_grad():
-        for codes, mask, descriptions in batcher.valid_batches():
-            _, sums, counts = lm_loss(lm, codes.to(device), mask.to(device), descriptions, autocast)
-            total_sum = sums if total_sum is None else total_sum + sums
-            total_count = counts if total_count is None else total_count + counts
-    lm.train(was_training)
-    return float((total_sum / total_count.clamp(min=1)).mean().item())
-
-
-# ---------------------------------------------------------------------------------------------
-# files: status, resume state, checkpoint
-
-
-def save_torch_atomic(obj, path: str | os.PathLike) -> None:
-    """torch.save through a temp dir, keeping the file name (torch writes it into the archive),
-    so the same object always gives the same bytes."""
-    import torch
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        tmp = tmp_dir / target.name
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
-    """Hard-link ``src`` to ``dst`` (no second copy of a big file); copy across filesystems."""
-    src = os.path.realpath(src)
-    try:
-        os.link(src, dst)
-        return "link"
-    except OSError:
-        shutil.copy2(src, dst)
-        return "copy"
-
-
-def fingerprint(settings: TrainSettings, model_name: str, base_lm_file: str, tokens: TokenSet) -> str:
-    import audiocraft
-    import torch
-
-    data = {
-        "settings": asdict(settings),
-        "model": model_name,
-        "base_lm_sha256": sha256_file(base_lm_file),
-        "tokens_sha256": tokens.content_sha256(),
-        "audiocraft": audiocraft.__version__,
-        "torch": torch.__version__,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def load_state(path: Path, expect: str):
-    """The resume state if it exists, is readable and matches this run; else None and why."""
-    import torch
-
-    if not path.exists():
-        return None, "no saved training state"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: start clean
-        return None, f"saved training state {path} is unreadable ({type(exc).__name__})"
-    required = {"schema", "fingerprint", "step", "model", "optimizer", "scheduler", "best", "history"}
-    if not isinstance(state, dict) or not required <= state.keys() or state["schema"] != STATE_SCHEMA:
-        return None, f"saved training state {path} is not a voice-train state"
-    if state["fingerprint"] != expect:
-        return None, "saved training state is for other settings or data"
-    return state, f"resuming from step {state['step']}"
-
-
-class StatusWriter:
-    """train_status.json, rewritten atomically; mirrored to the state dir (which survives a failure,
-    when Snakemake removes the failed job's outputs)."""
-
-    def __init__(self, path: str, mirror: str | None, base: dict) -> None:
-        self.path, self.mirror, self.base = path, mirror, base
-        self.last: dict | None = None
-
-    def write(self, **fields_) -> dict:
-        data = {**self.base, **fields_, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for path in (self.path, self.mirror):
-            if path:
-                write_json_atomic(path, data)
-        self.last = fields_
-        return data
+    def validate(self, step: int) -> tuple[float | None, bool]:
+        """Validation loss at ``step`` and whether it is the best trained step so far."""
+        val = evaluate(self.lm, self.batcher, self.device, self.plan.autocast)
+        self.history["val"].append([step, val])
+        improved = step > 0 and val is not None and (self.best is None or val < self.best["val_loss"])
+        if improved:
+            self.best = {"step": step, "val_loss": val}
+            self.best_weights = self.weights()
+        return val, improved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +282,6 @@ def train(
     model_name: str,
     settings: TrainSettings,
     checkpoint_path: str,
-    export_dir: str,
     status_path: str,
     state_dir: str,
     voice: str,
@@ -357,13 +292,18 @@ def train(
 
     ``loss_plot_path``, when given, gets the loss curve as a PNG (for ``snakemake --report``).
     """
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
-    for name in (STATE_FILE, BEST_FILE, "train_status.json", HISTORY_FILE):
-        for leftover in remove_stale_temps(Path(state_dir) / name):
+    state_dir_ = Path(state_dir)
+    state_dir_.mkdir(parents=True, exist_ok=True)
+    for name in (STATE_FILE, "train_status.json", HISTORY_FILE, *OBSOLETE_FILES):
+        for leftover in remove_stale_temps(state_dir_ / name):
             log.info("removed %s, left by an interrupted run", leftover)
+    for name in OBSOLETE_FILES:
+        if (state_dir_ / name).exists():
+            (state_dir_ / name).unlink()
+            log.info("removed %s (written by an older version; no longer used)", state_dir_ / name)
     status = StatusWriter(
         status_path,
-        str(Path(state_dir) / "train_status.json"),
+        str(state_dir_ / "train_status.json"),
         {
             "voice": voice,
             "jobType": JOB_TYPE,
@@ -374,17 +314,10 @@ def train(
     )
     status.write(status="starting", epoch=0, step=0, total_steps=settings.steps, loss=None, val_loss=None)
     try:
-        return _train(
-            tokens_path,
-            model_name,
-            settings,
-            checkpoint_path,
-            export_dir,
-            state_dir,
-            attention_backend,
-            status,
-            loss_plot_path,
-        )
+        run = Run(tokens_path, model_name, settings, attention_backend)
+        lr_key, peak_lr = settings.peak_lr
+        status.base.update(device=run.device, precision=run.plan.name, lr_setting=lr_key, peak_lr=peak_lr)
+        return _train(run, status, checkpoint_path, state_dir_, loss_plot_path)
     except BaseException as exc:
         last = status.last or {}
         explained = out_of_memory_error(exc, settings, status_path)
@@ -399,14 +332,25 @@ def out_of_memory_error(exc: BaseException, settings: TrainSettings, where: str)
     """A GPU out-of-memory error as one line naming the settings that lower memory; else None."""
     if type(exc).__name__ != "OutOfMemoryError":
         return None
+    run = settings.effective()
     batch = f"train.batch_size {settings.batch_size} x train.segment_s {settings.segment_s} s"
+    fixes = []
+    if not settings.low_vram:
+        fixes.append("set train.low_vram: true (LoRA with a half-precision base: the least memory)")
+    fixes.append(
+        "lower train.batch_size and raise train.grad_accum by the same factor (same effective batch)"
+    )
+    if not run.gradient_checkpointing:
+        fixes.append("set train.gradient_checkpointing: true")
+    if settings.precision == "fp32":
+        fixes.append("set train.precision: auto (fp16 or bf16)")
+    fixes.append("use a shorter train.segment_s")
     return VoiceTrainError(
         where,
         f"out of GPU memory while training ({batch}, precision {settings.precision}, "
-        f"gradient_checkpointing {str(settings.gradient_checkpointing).lower()})",
-        "lower train.batch_size and raise train.grad_accum by the same factor (same effective "
-        "batch), set train.gradient_checkpointing: true, train.precision: auto (fp16/bf16), "
-        "or a shorter train.segment_s; then rerun snakemake",
+        f"gradient_checkpointing {str(run.gradient_checkpointing).lower()}, "
+        f"low_vram {str(settings.low_vram).lower()})",
+        "; or ".join(fixes) + "; then rerun snakemake",
     )
 
 
@@ -415,326 +359,215 @@ def _fmt_loss(value: float | None) -> str:
 
 
 def _train(
-    tokens_path: str,
-    model_name: str,
-    settings: TrainSettings,
-    checkpoint_path: str,
-    export_dir: str,
-    state_dir: str,
-    attention_backend: str,
-    status: StatusWriter,
-    loss_plot_path: str | None = None,
+    run: Run, status: StatusWriter, checkpoint_path: str, state_dir: Path, loss_plot_path: str | None
 ) -> TrainResult:
-    import torch
-
-    from . import compat, lora, presets
-
-    compat.setup_audiocraft(attention_backend)
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    status.base.update(device=device, precision=precision)
-    state_dir_ = Path(state_dir)
-
-    base_lm_file, codec_file = presets.model_files(model_name)
-    from .tokens import codec_identity
-
-    tokens = load_tokens(tokens_path, expect_codec=codec_identity(model_name, codec_file))
-    torch.manual_seed(settings.seed)
-    lm = presets.load_lm(model_name, device=device)
-    if tokens.meta["cardinality"] != lm.card or tokens.meta["n_q"] != lm.num_codebooks:
-        raise VoiceTrainError(tokens_path, "token cache does not match the LM's codebooks", REBUILD_TOKENS)
-    run = settings.effective()  # low_vram switches on checkpointing and LoRA
-    if run.gradient_checkpointing:
-        lm.transformer.checkpointing = "torch"
-    batcher = Batcher(tokens, settings, special_token=lm.special_token_id)
-
-    if run.lora_rank > 0:
-        params = lora.add_lora(lm, run.lora_rank, run.lora_alpha, seed=settings.seed)
-        if run.low_vram and device.startswith("cuda"):
-            lora.freeze_base_in_half(lm)
-    else:
-        params = [p for p in lm.parameters() if p.requires_grad]
-    fused = device.startswith("cuda")
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=settings.lr,
-        betas=(0.9, 0.95),
-        weight_decay=settings.weight_decay,
-        eps=1e-8,
-        fused=fused or None,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-    def autocast():
-        if amp_dtype is None:
-            return torch.autocast(device_type="cpu", enabled=False)
-        return torch.autocast(device_type="cuda", dtype=amp_dtype)
-
-    run_id = fingerprint(settings, model_name, base_lm_file, tokens)
-    state_path = state_dir_ / STATE_FILE
-    best_path = state_dir_ / BEST_FILE
-    state, why = load_state(state_path, run_id)
-    best_state = None
+    settings = run.settings
+    state_path = state_dir / STATE_FILE
+    state, why = load_state(state_path, run.fingerprint)
+    voice = status.base["voice"]
+    console.info("train %s: %s", voice, why if state is not None else f"starting clean: {why}")
+    if state is not None and state["kind"] == FINISHED:
+        return _export(run, status, state, checkpoint_path, state_dir, loss_plot_path, elapsed=0.0)
     if state is not None:
-        best_state, best_why = load_state_best(best_path, run_id)
-        if best_state is None:
-            state, why = None, best_why
-    console.info("train %s: %s", status.base["voice"], why if state is not None else f"starting clean: {why}")
-    history: dict = {"loss": [], "val": []}
-    best = None
-    start_step = 0
-    if state is not None:
-        if run.lora_rank > 0:
-            lora.load_lora_state(lm, state["model"])
-        else:
-            lm.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best, start_step = state["history"], state["best"], int(state["step"])
+        run.resume(state)
     del state
-
-    lm.train()
-    tokens_per_step_est = batcher.segment * tokens.meta["n_q"] * settings.batch_size * settings.grad_accum
     log.info(
-        "model %s on %s (%s, attention %s): %d trainable parameters (%s); %d train / %d valid clips; "
-        "%d steps x %d x %d",
-        model_name,
-        device,
-        precision,
-        attention_backend,
-        sum(p.numel() for p in params),
-        f"LoRA rank {run.lora_rank}" if run.lora_rank > 0 else "full fine-tuning",
-        len(batcher.train_ids),
-        len(batcher.valid_ids),
+        "model %s on %s (%s, attention %s): %d trainable parameters (%s, peak lr %g from %s); "
+        "%d train / %d valid clips; %d steps x %d x %d",
+        run.model_name,
+        run.device,
+        run.plan.name,
+        status.base["attention_backend"],
+        sum(p.numel() for p in run.params),
+        f"LoRA rank {run.run.lora_rank}" if run.uses_lora else "full fine-tuning",
+        settings.peak_lr[1],
+        settings.peak_lr[0],
+        len(run.batcher.train_ids),
+        len(run.batcher.valid_ids),
         settings.steps,
         settings.batch_size,
         settings.grad_accum,
     )
-
-    started = time.monotonic()
-
-    def snapshot() -> dict:
-        """The trained weights: the whole LM, or with LoRA just its low-rank matrices."""
-        if run.lora_rank > 0:
-            return lora.lora_state(lm)
-        return {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}
-
-    def run_eval(step: int) -> float | None:
-        nonlocal best, best_state
-        val = evaluate(lm, batcher, device, autocast)
-        history["val"].append([step, val])
-        if val is not None and (best is None or val < best["val_loss"]):
-            best = {"step": step, "val_loss": val}
-            best_state = snapshot()
-            save_torch_atomic({"fingerprint": run_id, "step": step, "state": best_state}, best_path)
-        elif best is None:
-            best = {"step": step, "val_loss": None}
-            best_state = snapshot()
-            save_torch_atomic({"fingerprint": run_id, "step": step, "state": best_state}, best_path)
-        elapsed = time.monotonic() - started if step > start_step else 0.0
-        eta = elapsed / (step - start_step) * (settings.steps - step) if step > start_step else None
+    if not run.has_validation:
         console.info(
-            "train %s: step %d/%d  loss %s  val_loss %s  best %s (step %d)%s",
-            status.base["voice"],
-            step,
-            settings.steps,
-            f"{history['loss'][-1][1]:.3f}" if history["loss"] else "-",
-            f"{val:.3f}" if val is not None else "-",
-            f"{best['val_loss']:.3f}" if best["val_loss"] is not None else "-",
-            best["step"],
-            f"  eta {eta:.0f} s" if eta is not None else "",
+            "train %s: no validation clips: the last step's weights will be exported "
+            "(set prepare.valid_fraction above 0 to choose them by validation loss)",
+            voice,
         )
-        return val
+    elapsed = _loop(run, status, state_path)
+    return _export(run, status, None, checkpoint_path, state_dir, loss_plot_path, elapsed)
 
-    def save_state(step: int) -> None:
-        save_torch_atomic(
-            {
-                "schema": STATE_SCHEMA,
-                "fingerprint": run_id,
-                "step": step,
-                "model": snapshot() if run.lora_rank > 0 else lm.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "best": best,
-                "history": history,
-            },
-            state_path,
-        )
 
-    if start_step == 0:
-        run_eval(0)  # the base model, before any update
-        save_state(0)
-    base_val = history["val"][0][1] if history["val"] else None
-    loss_value = history["loss"][-1][1] if history["loss"] else None
-    tokens_seen = 0
-    bar = progress(total=settings.steps, initial=start_step, desc="train", unit="step")
-    for step in range(start_step, settings.steps):
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for micro in range(settings.grad_accum):
-            codes, mask, descriptions = batcher.train_batch(step, micro)
-            codes, mask = codes.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-            loss, _, counts = lm_loss(lm, codes, mask, descriptions, autocast)
-            loss = loss / settings.grad_accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += float(loss.detach())
-            tokens_seen += int(counts.sum())
-        if not math.isfinite(step_loss):
-            raise VoiceTrainError(
-                status.path,
-                f"training loss became {step_loss} at step {step}",
-                "lower train.lr or use train.precision: fp32",
-            )
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        done = step + 1
-        loss_value = step_loss
-        history["loss"].append([done, round(step_loss, 6)])
+def _loop(run: Run, status: StatusWriter, state_path: Path) -> float:
+    """Train from ``run.step`` to the last step; returns the seconds it took."""
+    settings, voice = run.settings, status.base["voice"]
+    run.lm.train()
+    started, first, tokens_seen = time.monotonic(), run.step, 0
+    if run.step == 0:
+        _report_eval(run, 0, run.validate(0)[0], voice, eta=None)
+    bar = progress(total=settings.steps, initial=run.step, desc="train", unit="step")
+    for step in range(run.step, settings.steps):
+        loss, grad_norm, tokens = run.train_step(step)
+        done = run.step = step + 1
+        tokens_seen += tokens
+        if math.isfinite(loss):
+            run.history["loss"].append([done, round(loss, 6)])
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{step_loss:.3f}", best_val=best and best["val_loss"] and f"{best['val_loss']:.3f}"
-        )
+        bar.set_postfix(loss=f"{loss:.3f}", best_val=_fmt_loss(run.best and run.best["val_loss"]))
+        elapsed = time.monotonic() - started
+        rate = (done - first) / elapsed if elapsed > 0 else 0.0
+        eta = (settings.steps - done) / rate if rate > 0 else None
         val = None
         if done % settings.eval_every == 0 or done == settings.steps:
-            val = run_eval(done)
-        if done % settings.save_every == 0 and done != settings.steps:
-            save_state(done)
+            val, improved = run.validate(done)
+            _report_eval(run, done, val, voice, eta)
+            if improved and done != settings.steps:
+                run.save(state_path, done)  # the best step: resume from it, export it
+        if not run.has_validation and done % settings.save_every == 0 and done != settings.steps:
+            run.save(state_path, done)
         if done % settings.log_every == 0 or val is not None or done == settings.steps:
-            elapsed = time.monotonic() - started
-            rate = (done - start_step) / elapsed if elapsed > 0 else 0.0
             status.write(
                 status="running",
-                epoch=round(batcher.epoch_of(done), 3),
+                epoch=round(run.batcher.epoch_of(done), 3),
                 step=done,
                 total_steps=settings.steps,
-                loss=round(loss_value, 6),
-                val_loss=val if val is not None else history["val"][-1][1],
-                lr=scheduler.get_last_lr()[0],
-                grad_norm=round(float(grad_norm), 4),
+                loss=round(loss, 6),
+                val_loss=val if val is not None else run.history["val"][-1][1],
+                lr=run.scheduler.get_last_lr()[0],
+                grad_norm=None if grad_norm is None else round(grad_norm, 4),
+                skipped_steps=run.counters["skipped_steps"],
                 tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
                 steps_per_s=round(rate, 4),
                 elapsed_s=round(elapsed, 1),
-                eta_s=round((settings.steps - done) / rate, 1) if rate > 0 else None,
-                base_val_loss=base_val,
-                best_val_loss=best["val_loss"],
-                best_step=best["step"],
+                eta_s=round(eta, 1) if eta is not None else None,
+                **_best_fields(run),
             )
     bar.close()
     elapsed = time.monotonic() - started
-    log.info(
-        "trained %d steps in %.1f s (%d tokens/step)",
-        settings.steps - start_step,
-        elapsed,
-        tokens_per_step_est,
+    log.info("trained %d steps in %.1f s", settings.steps - first, elapsed)
+    return elapsed
+
+
+def _report_eval(run: Run, step: int, val: float | None, voice: str, eta: float | None) -> None:
+    best = run.best
+    console.info(
+        "train %s: step %d/%d  loss %s  val_loss %s  best %s%s",
+        voice,
+        step,
+        run.settings.steps,
+        f"{run.history['loss'][-1][1]:.3f}" if run.history["loss"] else "-",
+        _fmt_loss(val),
+        f"{best['val_loss']:.3f} (step {best['step']})" if best else "-",
+        f"  eta {eta:.0f} s" if eta is not None else "",
     )
 
+
+def _best_fields(run: Run) -> dict:
+    base = run.history["val"][0][1] if run.history["val"] and run.history["val"][0][0] == 0 else None
+    return {
+        "base_val_loss": base,
+        "best_val_loss": run.best["val_loss"] if run.best else None,
+        "best_step": run.best["step"] if run.best else None,
+    }
+
+
+def _export(
+    run: Run,
+    status: StatusWriter,
+    finished: dict | None,
+    checkpoint_path: str,
+    state_dir: Path,
+    loss_plot_path: str | None,
+    elapsed: float,
+) -> TrainResult:
+    """Shrink the state to the chosen weights, export the checkpoint, and say completed."""
+    from . import lora, presets
+    from .export import export_checkpoint
+
+    settings, voice = run.settings, status.base["voice"]
+    if finished is None:
+        chosen = run.best_weights if run.has_validation else run.weights()
+        step = run.best["step"] if run.has_validation else settings.steps
+        result = {
+            "final_loss": run.history["loss"][-1][1] if run.history["loss"] else None,
+            "lr": run.scheduler.get_last_lr()[0],
+            "elapsed_s": round(elapsed, 1),
+            "chosen_step": step,
+        }
+        save_state(
+            state_dir / STATE_FILE,
+            FINISHED,
+            fingerprint=run.fingerprint,
+            step=settings.steps,
+            weights=chosen,
+            history=run.history,
+            best=run.best,
+            counters=run.counters,
+            result=result,
+        )
+    else:
+        chosen, result = finished["weights"], finished["result"]
+        run.history, run.best, run.counters = finished["history"], finished["best"], finished["counters"]
+    selection = "lowest validation loss" if run.has_validation else "last step (no validation clips)"
+    fields_ = _best_fields(run)
+    warning = None
+    if fields_["base_val_loss"] is not None and fields_["best_val_loss"] > fields_["base_val_loss"]:
+        warning = (
+            f"validation loss never went below the base model's ({fields_['base_val_loss']:.3f}): "
+            f"the export is the best trained step; try a lower {run.lr_key}"
+        )
+        console.warning("train %s: %s", voice, warning)
     metadata = {
-        "voice": status.base["voice"],
-        "base_model": model_name,
+        "voice": voice,
+        "base_model": run.model_name,
         "steps": settings.steps,
-        "best_step": best["step"],
-        "base_val_loss": base_val,
-        "best_val_loss": best["val_loss"],
-        "final_loss": loss_value,
+        "chosen_step": result["chosen_step"],
+        "selection": selection,
+        **fields_,
+        "final_loss": result["final_loss"],
         "settings": asdict(settings),
-        "tokens_sha256": tokens.content_sha256(),
-        "lora": {"rank": run.lora_rank, "alpha": run.lora_alpha, "merged": True}
-        if run.lora_rank > 0
+        "tokens_sha256": run.tokens.content_sha256(),
+        "codec": codec_identity(run.model_name, run.codec_file),
+        "lora": {"rank": run.run.lora_rank, "alpha": run.run.lora_alpha, "merged": True}
+        if run.uses_lora
         else None,
     }
-    if run.lora_rank > 0:  # the export is the base model's weights plus the merged update
-        best_state = lora.merged_state(presets.load_lm_state(model_name), lm, best_state)
-    export_checkpoint(lm, best_state, metadata, checkpoint_path, export_dir, codec_file)
-    checkpoint_sha = sha256_file(checkpoint_path)
+    if run.uses_lora:  # the export is the base model's weights plus the merged update
+        chosen = lora.merged_state(presets.load_lm_state(run.model_name), run.lm, chosen)
+    export_checkpoint(run.lm.cfg, chosen, metadata, checkpoint_path)
     if loss_plot_path is not None:
         from .plots import draw_loss_curve
 
-        title = f"{status.base['voice']}: {model_name}, {settings.steps} steps"
-        draw_loss_curve(history, loss_plot_path, title)
+        title = f"{voice}: {run.model_name}, {settings.steps} steps"
+        draw_loss_curve(run.history, loss_plot_path, title)
     console.info(
-        "train %s: done; validation loss %s (base model) -> %s (best, step %d); checkpoint %s",
-        status.base["voice"],
-        _fmt_loss(base_val),
-        _fmt_loss(best["val_loss"]),
-        best["step"],
+        "train %s: done; validation loss %s (base model) -> %s (best, step %s); checkpoint %s",
+        voice,
+        _fmt_loss(fields_["base_val_loss"]),
+        _fmt_loss(fields_["best_val_loss"]),
+        fields_["best_step"],
         checkpoint_path,
     )
     final = status.write(
         status="completed",
-        epoch=round(batcher.epoch_of(settings.steps), 3),
+        epoch=round(run.batcher.epoch_of(settings.steps), 3),
         step=settings.steps,
         total_steps=settings.steps,
-        loss=loss_value,
-        val_loss=history["val"][-1][1] if history["val"] else None,
-        lr=scheduler.get_last_lr()[0],
-        elapsed_s=round(elapsed, 1),
+        loss=result["final_loss"],
+        val_loss=run.history["val"][-1][1] if run.history["val"] else None,
+        lr=result["lr"],
+        elapsed_s=result["elapsed_s"],
         eta_s=0,
-        tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
-        base_val_loss=base_val,
-        best_val_loss=best["val_loss"],
-        best_step=best["step"],
-        val_history=history["val"],
+        skipped_steps=run.counters["skipped_steps"],
+        **fields_,
+        chosen_step=result["chosen_step"],
+        selection=selection,
+        warning=warning,
+        val_history=run.history["val"],
         checkpoint=str(checkpoint_path),
-        checkpoint_sha256=checkpoint_sha,
+        checkpoint_sha256=sha256_file(checkpoint_path),
         checkpoint_size_bytes=os.path.getsize(checkpoint_path),
-        export_dir=str(export_dir),
-        artifactRefs=[
-            str(checkpoint_path),
-            str(Path(export_dir) / presets.LM_FILE),
-            str(Path(export_dir) / presets.CODEC_FILE),
-        ],
+        artifactRefs=[str(checkpoint_path)],
     )
-    write_json_atomic(state_dir_ / HISTORY_FILE, history)
+    write_json_atomic(state_dir / HISTORY_FILE, run.history)
     return TrainResult(status=final, checkpoint=str(checkpoint_path))
-
-
-def load_state_best(path: Path, expect: str):
-    import torch
-
-    if not path.exists():
-        return None, f"best state {path} is missing"
-    try:
-        pkg = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        return None, f"best state {path} is unreadable ({type(exc).__name__})"
-    if not isinstance(pkg, dict) or pkg.get("fingerprint") != expect or "state" not in pkg:
-        return None, f"best state {path} belongs to another run"
-    return pkg["state"], "ok"
-
-
-def export_checkpoint(
-    lm, best_state: dict, metadata: dict, checkpoint_path: str, export_dir: str, codec_file: str
-):
-    """Write the LM checkpoint (audiocraft's format) and a pretrained directory beside it."""
-    import audiocraft
-    from omegaconf import OmegaConf
-
-    from . import presets
-    from .fsutil import atomic_dir
-
-    cfg = OmegaConf.create(OmegaConf.to_container(lm.cfg, resolve=True))
-    cfg.device = "cpu"
-    cfg.dtype = "float32"
-    package = {
-        "best_state": {k: v.float() if v.is_floating_point() else v for k, v in best_state.items()},
-        "xp.cfg": OmegaConf.to_yaml(cfg),
-        "version": audiocraft.__version__,
-        "exported": True,
-        "voice_train": metadata,
-    }
-    save_torch_atomic(package, checkpoint_path)
-    with atomic_dir(export_dir) as tmp:
-        link_or_copy(checkpoint_path, Path(tmp) / presets.LM_FILE)
-        link_or_copy(codec_file, Path(tmp) / presets.CODEC_FILE)
