@@ -129,3 +129,13 @@ def report_fields(workdir: Path) -> dict[str, str]:
     lines = (workdir / REPORT).read_text().splitlines()
     assert lines[0] == "=== COLAB TRAIN REPORT ==="
     return dict(line.split(": ", 1) for line in lines[1:] if line)
+
+
+@pytest.fixture(scope="session")
+def fake_hub() -> dict:
+    """The suite's Hugging Face cache, filled with tiny stand-ins of the real job's models
+    (``facebook/musicgen-small`` whose codec points to ``facebook/encodec_32khz``, ``t5-base``):
+    see ``tests/fakehub.py``. Tests in this process load them as Colab does after its download."""
+    from fakehub import build_fake_hub
+
+    return build_fake_hub(HF_HOME, codec="pointer")

@@ -367,7 +367,7 @@ def _train(
     voice = status.base["voice"]
     console.info("train %s: %s", voice, why if state is not None else f"starting clean: {why}")
     if state is not None and state["kind"] == FINISHED:
-        return _export(run, status, state, checkpoint_path, state_dir, loss_plot_path, elapsed=0.0)
+        return _export(run, status, state, checkpoint_path, state_dir, loss_plot_path, speed={})
     if state is not None:
         run.resume(state)
     del state
@@ -394,12 +394,12 @@ def _train(
             "(set prepare.valid_fraction above 0 to choose them by validation loss)",
             voice,
         )
-    elapsed = _loop(run, status, state_path)
-    return _export(run, status, None, checkpoint_path, state_dir, loss_plot_path, elapsed)
+    speed = _loop(run, status, state_path)
+    return _export(run, status, None, checkpoint_path, state_dir, loss_plot_path, speed)
 
 
-def _loop(run: Run, status: StatusWriter, state_path: Path) -> float:
-    """Train from ``run.step`` to the last step; returns the seconds it took."""
+def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
+    """Train from ``run.step`` to the last step; returns how long it took and how fast it went."""
     settings, voice = run.settings, status.base["voice"]
     run.lm.train()
     started, first, tokens_seen = time.monotonic(), run.step, 0
@@ -445,7 +445,11 @@ def _loop(run: Run, status: StatusWriter, state_path: Path) -> float:
     bar.close()
     elapsed = time.monotonic() - started
     log.info("trained %d steps in %.1f s", settings.steps - first, elapsed)
-    return elapsed
+    return {
+        "elapsed_s": round(elapsed, 1),
+        "steps_per_s": round((settings.steps - first) / elapsed, 4) if elapsed > 0 else None,
+        "tokens_per_s": round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
+    }
 
 
 def _report_eval(run: Run, step: int, val: float | None, voice: str, eta: float | None) -> None:
@@ -478,7 +482,7 @@ def _export(
     checkpoint_path: str,
     state_dir: Path,
     loss_plot_path: str | None,
-    elapsed: float,
+    speed: dict,
 ) -> TrainResult:
     """Shrink the state to the chosen weights, export the checkpoint, and say completed."""
     from . import lora, presets
@@ -491,7 +495,7 @@ def _export(
         result = {
             "final_loss": run.history["loss"][-1][1] if run.history["loss"] else None,
             "lr": run.scheduler.get_last_lr()[0],
-            "elapsed_s": round(elapsed, 1),
+            **speed,
             "chosen_step": step,
         }
         save_state(
@@ -556,7 +560,9 @@ def _export(
         loss=result["final_loss"],
         val_loss=run.history["val"][-1][1] if run.history["val"] else None,
         lr=result["lr"],
-        elapsed_s=result["elapsed_s"],
+        elapsed_s=result.get("elapsed_s"),
+        steps_per_s=result.get("steps_per_s"),
+        tokens_per_s=result.get("tokens_per_s"),
         eta_s=0,
         skipped_steps=run.counters["skipped_steps"],
         **fields_,
