@@ -116,7 +116,9 @@ def main() -> None:
     import torch
 
     from voice_train import compat, presets, tokens
-    from voice_train.train import Batcher, TrainSettings, lm_loss
+    from voice_train.batches import Batcher
+    from voice_train.objective import lm_loss
+    from voice_train.trainer import TrainSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,7 +138,12 @@ def main() -> None:
     reencode = AudioBatcher(manifest, cached.train_ids, codec, settings, lm.special_token_id)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
     lm.train()
-    batch_of = {"cached": lambda step: cached.train_batch(step, 0), "reencode": reencode.train_batch}
+
+    def cached_batch(step: int):
+        batch = cached.train_batch(step, 0)
+        return batch.codes, batch.mask, batch.descriptions
+
+    batch_of = {"cached": cached_batch, "reencode": reencode.train_batch}
 
     def no_autocast():
         return torch.autocast(device_type="cpu", enabled=False)

@@ -153,7 +153,7 @@ _CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {scripts!r})
 from voice_train import compat, lora, presets
-from voice_train.train import lm_loss
+from voice_train.objective import lm_loss
 compat.setup_audiocraft("torch")
 from audiocraft.models import builders
 from omegaconf import OmegaConf

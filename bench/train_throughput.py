@@ -28,7 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from voice_train import compat, presets, tokens  # noqa: E402
-from voice_train.train import Batcher, TrainSettings, lm_loss  # noqa: E402
+from voice_train.batches import Batcher  # noqa: E402
+from voice_train.objective import lm_loss  # noqa: E402
+from voice_train.trainer import TrainSettings  # noqa: E402
 
 
 def compile_stats() -> dict:
@@ -77,7 +79,8 @@ def main() -> None:
         return torch.autocast(device_type="cpu", enabled=False)
 
     def step(i: int) -> int:
-        c, m, d = batcher.train_batch(i, 0)
+        batch = batcher.train_batch(i, 0)
+        c, m, d = batch.codes, batch.mask, batch.descriptions
         loss, _, counts = lm_loss(lm, c.to(args.device), m.to(args.device), d, no_autocast)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

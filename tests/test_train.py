@@ -496,7 +496,7 @@ def test_without_validation_clips_the_last_step_is_exported_not_the_base(tiny, t
 def test_the_base_model_is_never_exported_even_when_training_only_hurts(
     tiny, token_file, tmp_path, monkeypatch
 ):
-    from voice_train import train as train_module
+    from voice_train import trainer as train_module
 
     # Validation loss: the base model is best, every trained step worse than the one before.
     monkeypatch.setattr(train_module, "evaluate", lambda lm, batcher, device, autocast: 1.0 + 0.1 * len(seen))
@@ -562,7 +562,7 @@ def test_a_torn_state_is_refused_and_the_run_starts_clean(tiny, token_file, tmp_
 def cpu_as(monkeypatch, gpu_name: str, capability: tuple[int, int]) -> None:
     """Plan the run as on that GPU (torch.cuda's answers patched), then run the plan on the CPU."""
     from voice_train import precision
-    from voice_train import train as train_module
+    from voice_train import trainer as train_module
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu_name)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
@@ -602,11 +602,16 @@ def record_base_dtype(monkeypatch) -> list:
 def test_every_gpu_plan_trains(tiny, token_file, tmp_path, monkeypatch, gpu, precision, low_vram, expect):
     cpu_as(monkeypatch, *gpu)
     dtypes = record_base_dtype(monkeypatch)
+    fused, adamw = [], torch.optim.AdamW
+    monkeypatch.setattr(
+        torch.optim, "AdamW", lambda params, **kw: fused.append(kw["fused"]) or adamw(params, **kw)
+    )
     settings = dataclasses.replace(
         FAST, steps=6, eval_every=3, precision=precision, low_vram=low_vram, lora_lr=1e-2, grad_accum=2
     )
     status = run(tmp_path, tiny, token_file, settings, name="plan").status
     assert status["status"] == "completed" and status["precision"] == expect[0] and dtypes == expect[1]
+    assert fused == [True], "a GPU's AdamW is the fused kernel"
     assert status["lr_setting"] == ("train.lora_lr" if low_vram else "train.lr")
     assert math.isfinite(status["best_val_loss"]) and status["best_step"] > 0
 
@@ -615,7 +620,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_written_as_null(tiny, token_fil
     import json
 
     from voice_train import status as status_module
-    from voice_train import train as train_module
+    from voice_train import trainer as train_module
 
     cpu_as(monkeypatch, "Tesla T4", (7, 5))
     calls, original = [], train_module.lm_loss

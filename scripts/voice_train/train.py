@@ -2,13 +2,9 @@
 
 The parts, one module each: :mod:`.batches` (crops, padding, classifier-free-guidance dropout),
 :mod:`.objective` (audiocraft's MusicGen solver loss), :mod:`.precision` (device and number
-format), :mod:`.train_state` (resume), :mod:`.export` (the checkpoint) and :mod:`.status`
-(train_status.json). This module holds the settings, the model's setup (:class:`Run`) and the
-loop.
-
-Everything random is drawn from generators seeded by (seed, step): crops, CFG dropout, and the
-T5 conditioner's word dropout. So a run is deterministic on the CPU, and a resumed run continues
-exactly where the interrupted one would have gone.
+format), :mod:`.trainer` (the settings, the model's setup, one step, validation and the best
+step), :mod:`.train_state` (resume), :mod:`.export` (the checkpoint) and :mod:`.status`
+(train_status.json). This module runs them: resume or start, the loop, and the end.
 
 The exported weights are those of the trained step with the lowest validation loss (the base
 model at step 0 is measured, for reference, but never exported); with no validation clips,
@@ -21,250 +17,21 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .batches import Batcher
 from .errors import VoiceTrainError
 from .fsutil import remove_stale_temps, sha256_file, write_json_atomic
-from .objective import evaluate, lm_loss
-from .precision import precision_plan, resolve_device
 from .progress import progress
 from .status import JOB_TYPE, StatusWriter
-from .tokens import REBUILD_TOKENS, codec_identity, load_tokens
-from .train_state import (
-    FINISHED,
-    HISTORY_FILE,
-    OBSOLETE_FILES,
-    RUNNING,
-    STATE_FILE,
-    fingerprint,
-    load_state,
-    save_state,
-)
+from .tokens import codec_identity
+from .train_state import FINISHED, HISTORY_FILE, OBSOLETE_FILES, STATE_FILE, load_state, save_state
+from .trainer import Run, TrainSettings
 
 log = logging.getLogger(__name__)
 console = logging.getLogger("voice_train.console")  # also shown on the console by rule.run_rule
 
 CHECKPOINT_NAME = "tts_voice_train_musicgen_small.pt"
-LOW_VRAM_RANK = 16
-# fp16 steps whose gradients overflow are skipped by the scaler; this many in a row is a failure.
-MAX_SKIPPED_IN_A_ROW = 25
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int = 1500
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-5  # peak rate of full fine-tuning
-    lora_lr: float = 2e-4  # peak rate when LoRA is on (lora_rank > 0 or low_vram)
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    segment_s: float = 10.0
-    cfg_dropout: float = 0.1
-    eval_every: int = 100
-    save_every: int = 100
-    log_every: int = 10
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-    lora_rank: int = 0  # 0: fine-tune every weight; r > 0: LoRA of rank r (voice_train.lora)
-    lora_alpha: float = 16.0
-    low_vram: bool = False  # a 16 GB GPU (Colab T4): LoRA, gradient checkpointing, half base weights
-    seed: int = 0
-    device: str = "auto"
-
-    @classmethod
-    def from_config(cls, section: dict) -> TrainSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in names})
-
-    def effective(self) -> TrainSettings:
-        """What ``low_vram`` turns on: gradient checkpointing and LoRA (rank 16 unless set)."""
-        if not self.low_vram:
-            return self
-        return replace(self, gradient_checkpointing=True, lora_rank=self.lora_rank or LOW_VRAM_RANK)
-
-    @property
-    def peak_lr(self) -> tuple[str, float]:
-        """The config key and value of the peak learning rate this run uses."""
-        if self.effective().lora_rank > 0:
-            return "train.lora_lr", self.lora_lr
-        return "train.lr", self.lr
-
-
-def lr_factor(step: int, settings: TrainSettings) -> float:
-    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak at the last step."""
-    if settings.warmup_steps > 0 and step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    span = max(1, settings.steps - settings.warmup_steps)
-    progress_ = min(1.0, (step - settings.warmup_steps) / span)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress_))
-    return settings.min_lr_ratio + (1.0 - settings.min_lr_ratio) * cosine
-
-
-# ---------------------------------------------------------------------------------------------
-# the model, its optimizer and its bookkeeping
-
-
-class Run:
-    """One training run: the LM (with LoRA if asked), optimizer, schedule, batches and records."""
-
-    def __init__(self, tokens_path: str, model_name: str, settings: TrainSettings, attention_backend: str):
-        import torch
-
-        from . import compat, lora, presets
-
-        compat.setup_audiocraft(attention_backend)
-        self.settings, self.model_name = settings, model_name
-        self.run = settings.effective()  # low_vram switches on checkpointing and LoRA
-        self.uses_lora = self.run.lora_rank > 0
-        self.device = resolve_device(settings.device)
-        self.plan = precision_plan(settings.precision, self.device, self.run.low_vram, self.uses_lora)
-        base_lm_file, self.codec_file = presets.model_files(model_name)
-        self.tokens = load_tokens(tokens_path, expect_codec=codec_identity(model_name, self.codec_file))
-        torch.manual_seed(settings.seed)
-        self.lm = lm = presets.load_lm(model_name, device=self.device)
-        if self.tokens.meta["cardinality"] != lm.card or self.tokens.meta["n_q"] != lm.num_codebooks:
-            raise VoiceTrainError(
-                tokens_path, "token cache does not match the LM's codebooks", REBUILD_TOKENS
-            )
-        if self.run.gradient_checkpointing:
-            lm.transformer.checkpointing = "torch"
-        self.batcher = Batcher(self.tokens, settings, special_token=lm.special_token_id)
-        if self.uses_lora:
-            self.params = lora.add_lora(lm, self.run.lora_rank, self.run.lora_alpha, seed=settings.seed)
-            if self.plan.half_base:
-                lora.freeze_base(lm, self.plan.base_dtype)
-        else:
-            self.params = [p for p in lm.parameters() if p.requires_grad]
-        self.lr_key, peak_lr = settings.peak_lr
-        self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=peak_lr,
-            betas=(0.9, 0.95),
-            weight_decay=settings.weight_decay,
-            eps=1e-8,
-            fused=True if self.plan.fused_adamw else None,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, settings))
-        self.scaler = self.plan.grad_scaler()
-        self.fingerprint = fingerprint(settings, model_name, base_lm_file, self.tokens)
-        self.step = 0
-        self.history: dict = {"loss": [], "val": []}
-        self.best: dict | None = None  # {"step", "val_loss"}: the best trained step
-        self.best_weights: dict | None = None
-        self.counters = {"skipped_steps": 0}
-
-    @property
-    def has_validation(self) -> bool:
-        return bool(self.batcher.valid_ids)
-
-    def weights(self) -> dict:
-        """The trained weights, on the CPU: the whole LM, or with LoRA just its low-rank matrices."""
-        from . import lora
-
-        if self.uses_lora:
-            return lora.lora_state(self.lm)
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.lm.state_dict().items()}
-
-    def load_weights(self, weights: dict) -> None:
-        from . import lora
-
-        if self.uses_lora:
-            lora.load_lora_state(self.lm, weights)
-        else:
-            self.lm.load_state_dict(weights)
-
-    def resume(self, state: dict) -> None:
-        """Continue from a running state (saved at the best step, or at a save_every step)."""
-        self.load_weights(state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step, self.history, self.best = int(state["step"]), state["history"], state["best"]
-        self.counters = dict(state["counters"])
-        if self.has_validation and self.best is not None:
-            self.best_weights = state["weights"]
-
-    def save(self, path: Path, step: int) -> None:
-        weights = self.best_weights if self.best_weights is not None and self.best["step"] == step else None
-        save_state(
-            path,
-            RUNNING,
-            fingerprint=self.fingerprint,
-            step=step,
-            weights=weights if weights is not None else self.weights(),
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else {},
-            history=self.history,
-            best=self.best,
-            counters=self.counters,
-        )
-
-    def train_step(self, step: int) -> tuple[float, float | None, int]:
-        """One optimizer step: (loss, gradient norm or None when the step was skipped, tokens)."""
-        import torch
-
-        settings, scaler = self.settings, self.scaler
-        self.optimizer.zero_grad(set_to_none=True)
-        step_loss, tokens = 0.0, 0
-        for micro in range(settings.grad_accum):
-            batch = self.batcher.train_batch(step, micro)
-            codes, mask = batch.codes.to(self.device), batch.mask.to(self.device)
-            loss, _, counts = lm_loss(
-                self.lm, codes, mask, batch.descriptions, self.plan.autocast, batch.text_seed
-            )
-            loss = loss / settings.grad_accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += float(loss.detach())
-            tokens += int(counts.sum())
-        if scaler is None and not math.isfinite(step_loss):
-            raise VoiceTrainError(
-                "train_status.json",
-                f"training loss became {step_loss} at step {step}",
-                "lower train.lr (or train.lora_lr with LoRA)",
-            )
-        if scaler is not None:
-            scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, settings.max_grad_norm))
-        if scaler is not None:  # it skips the update when the gradients overflowed, and lowers its scale
-            scale = scaler.get_scale()
-            scaler.step(self.optimizer)
-            scaler.update()
-            skipped = scaler.get_scale() < scale
-        else:
-            skipped = not math.isfinite(grad_norm)
-            if not skipped:
-                self.optimizer.step()
-        self.scheduler.step()
-        if skipped:
-            self.counters["skipped_steps"] += 1
-            self.counters["skipped_in_a_row"] = self.counters.get("skipped_in_a_row", 0) + 1
-            if self.counters["skipped_in_a_row"] >= MAX_SKIPPED_IN_A_ROW:
-                raise VoiceTrainError(
-                    "train_status.json",
-                    f"{MAX_SKIPPED_IN_A_ROW} steps in a row were skipped for non-finite gradients "
-                    f"(last at step {step}, precision {self.plan.name})",
-                    "lower the learning rate, or set train.precision: fp32",
-                )
-            return step_loss, None, tokens
-        self.counters["skipped_in_a_row"] = 0
-        return step_loss, grad_norm, tokens
-
-    def validate(self, step: int) -> tuple[float | None, bool]:
-        """Validation loss at ``step`` and whether it is the best trained step so far."""
-        val = evaluate(self.lm, self.batcher, self.device, self.plan.autocast)
-        self.history["val"].append([step, val])
-        improved = step > 0 and val is not None and (self.best is None or val < self.best["val_loss"])
-        if improved:
-            self.best = {"step": step, "val_loss": val}
-            self.best_weights = self.weights()
-        return val, improved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +242,31 @@ def _best_fields(run: Run) -> dict:
     }
 
 
+def _finish(run: Run, state_dir: Path, speed: dict) -> tuple[dict, dict]:
+    """Shrink the state to the chosen weights (no optimizer): the exported ones, kept for
+    ``--forcerun train``. Returns (weights, result)."""
+    settings = run.settings
+    weights = run.best_weights if run.has_validation else run.weights()
+    result = {
+        "final_loss": run.history["loss"][-1][1] if run.history["loss"] else None,
+        "lr": run.scheduler.get_last_lr()[0],
+        **speed,
+        "chosen_step": run.best["step"] if run.has_validation else settings.steps,
+    }
+    save_state(
+        state_dir / STATE_FILE,
+        FINISHED,
+        fingerprint=run.fingerprint,
+        step=settings.steps,
+        weights=weights,
+        history=run.history,
+        best=run.best,
+        counters=run.counters,
+        result=result,
+    )
+    return weights, result
+
+
 def _export(
     run: Run,
     status: StatusWriter,
@@ -484,42 +276,20 @@ def _export(
     loss_plot_path: str | None,
     speed: dict,
 ) -> TrainResult:
-    """Shrink the state to the chosen weights, export the checkpoint, and say completed."""
+    """Export the checkpoint of the chosen weights, draw the loss curve, and say completed."""
     from . import lora, presets
     from .export import export_checkpoint
 
     settings, voice = run.settings, status.base["voice"]
     if finished is None:
-        chosen = run.best_weights if run.has_validation else run.weights()
-        step = run.best["step"] if run.has_validation else settings.steps
-        result = {
-            "final_loss": run.history["loss"][-1][1] if run.history["loss"] else None,
-            "lr": run.scheduler.get_last_lr()[0],
-            **speed,
-            "chosen_step": step,
-        }
-        save_state(
-            state_dir / STATE_FILE,
-            FINISHED,
-            fingerprint=run.fingerprint,
-            step=settings.steps,
-            weights=chosen,
-            history=run.history,
-            best=run.best,
-            counters=run.counters,
-            result=result,
-        )
+        chosen, result = _finish(run, state_dir, speed)
     else:
         chosen, result = finished["weights"], finished["result"]
         run.history, run.best, run.counters = finished["history"], finished["best"], finished["counters"]
     selection = "lowest validation loss" if run.has_validation else "last step (no validation clips)"
     fields_ = _best_fields(run)
-    warning = None
-    if fields_["base_val_loss"] is not None and fields_["best_val_loss"] > fields_["base_val_loss"]:
-        warning = (
-            f"validation loss never went below the base model's ({fields_['base_val_loss']:.3f}): "
-            f"the export is the best trained step; try a lower {run.lr_key}"
-        )
+    warning = _never_beat_the_base(fields_, run.lr_key)
+    if warning:
         console.warning("train %s: %s", voice, warning)
     metadata = {
         "voice": voice,
@@ -542,8 +312,7 @@ def _export(
     if loss_plot_path is not None:
         from .plots import draw_loss_curve
 
-        title = f"{voice}: {run.model_name}, {settings.steps} steps"
-        draw_loss_curve(run.history, loss_plot_path, title)
+        draw_loss_curve(run.history, loss_plot_path, f"{voice}: {run.model_name}, {settings.steps} steps")
     console.info(
         "train %s: done; validation loss %s (base model) -> %s (best, step %s); checkpoint %s",
         voice,
@@ -577,3 +346,13 @@ def _export(
     )
     write_json_atomic(state_dir / HISTORY_FILE, run.history)
     return TrainResult(status=final, checkpoint=str(checkpoint_path))
+
+
+def _never_beat_the_base(fields_: dict, lr_key: str) -> str | None:
+    base, best = fields_["base_val_loss"], fields_["best_val_loss"]
+    if base is None or best is None or best <= base:
+        return None
+    return (
+        f"validation loss never went below the base model's ({base:.3f}): "
+        f"the export is the best trained step; try a lower {lr_key}"
+    )
