@@ -531,15 +531,21 @@ def record_saves(monkeypatch) -> list[dict]:
     return saves
 
 
-def test_the_state_is_one_file_saved_in_place_at_each_new_best(tiny, token_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("save_every", [2, 8])
+def test_the_state_is_one_file_saved_in_place_at_a_new_best(
+    tiny, token_file, tmp_path, monkeypatch, save_every
+):
     saves = record_saves(monkeypatch)
-    settings = dataclasses.replace(FAST, steps=24, eval_every=4, save_every=2)
+    settings = dataclasses.replace(FAST, steps=24, eval_every=4, save_every=save_every)
     status = run(tmp_path, tiny, token_file, settings, name="inplace").status
     val = dict(status["val_history"])
     running = [s["step"] for s in saves if s["kind"] == "running"]
-    evals = range(4, 24, 4)
-    best_so_far = [s for s in evals if val[s] < min([val[t] for t in evals if t < s], default=math.inf)]
-    assert running == best_so_far, "saved at each validation that beat every earlier trained step"
+    evals, expected = range(4, 24, 4), []
+    for step in evals:  # a validation that beat every earlier one, save_every steps after the last save
+        if val[step] < min([val[t] for t in evals if t < step], default=math.inf):
+            if step - (expected[-1] if expected else 0) >= save_every:
+                expected.append(step)
+    assert running == expected and expected, "saved at new bests, at most every save_every steps"
     assert saves[-1]["kind"] == "finished" and saves[-1]["step"] == 24
     assert status["chosen_step"] == status["best_step"] == min(range(4, 25, 4), key=val.get)
     for save in saves:

@@ -170,6 +170,7 @@ def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
     settings, voice = run.settings, status.base["voice"]
     run.lm.train()
     started, first, tokens_seen = time.monotonic(), run.step, 0
+    saved = run.step  # the step of the state on disk
     if run.step == 0:
         _report_eval(run, 0, run.validate(0)[0], voice, eta=None)
     bar = progress(total=settings.steps, initial=run.step, desc="train", unit="step")
@@ -188,8 +189,10 @@ def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
         if done % settings.eval_every == 0 or done == settings.steps:
             val, improved = run.validate(done)
             _report_eval(run, done, val, voice, eta)
-            if improved and done != settings.steps:
-                run.save(state_path, done)  # the best step: resume from it, export it
+            # A new best: resume from it (at most every save_every steps; each save writes the state).
+            if improved and done - saved >= settings.save_every and done != settings.steps:
+                run.save(state_path, done)
+                saved = done
         if not run.has_validation and done % settings.save_every == 0 and done != settings.steps:
             run.save(state_path, done)
         if done % settings.log_every == 0 or val is not None or done == settings.steps:

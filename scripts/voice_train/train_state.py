@@ -4,8 +4,9 @@ Disk is the scarce thing on the real job (a free Google Drive holds 15 GB, and a
 of musicgen-small has a ~5 GB state: fp32 weights plus AdamW's two moments). So:
 
 * There is one state file and no separate "best state": with validation clips, the state is
-  written at each validation that beats every earlier trained step, so it always holds the best
-  weights (and can resume from there); without validation clips, every ``save_every`` steps.
+  written at a validation that beats every earlier trained step (at most every ``save_every``
+  steps), so it always holds a best step's weights and resumes from there; the newest best is
+  also kept in memory for the export. Without validation clips, every ``save_every`` steps.
 * It is rewritten in place, never through a second copy: the disk holds one state at a time and
   each save writes the state's own bytes once. A save cut short leaves a torn file, which
   :func:`load_state` refuses ("unreadable"): the next run then starts clean.
