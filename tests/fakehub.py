@@ -32,8 +32,8 @@ The repositories, each in the hub cache's layout (``models--<org>--<name>/blobs/
   bandwidth 2.2 kbps = 4 codebooks at 50 frames/s, no normalisation; tiny filters),
   ``model.safetensors`` and ``preprocessor_config.json``.
 
-Both codecs' codebooks are initialised (see :func:`_fill_codebooks`), so that all four codes of
-a frame vary with the audio. Everything is drawn from ``seed``, and the same seed gives the same
+Both codecs' codebooks are initialised (:func:`voice_train.presets.fill_codebooks`), so that all
+four codes of a frame vary with the audio. Everything is drawn from ``seed``, and the same seed gives the same
 bytes (so the same blob hashes and commit ids).
 """
 
@@ -241,32 +241,6 @@ def _saved_weights(model) -> bytes:
         return (Path(tmp) / "model.safetensors").read_bytes()
 
 
-def _fill_codebooks(encoder, books, seed: int) -> None:
-    """Initialise a fresh codec's residual codebooks: 2048 distinct entries each, drawn around
-    the residual of the encoder's latents (of voice-like tones) that the codebook quantises.
-
-    A fresh codec would initialise them by k-means over its first training batch, but a few
-    seconds of audio hold fewer frames than a codebook has entries: the first codebook copies
-    them and leaves the later ones (almost) nothing to quantise, so their codes barely vary.
-    ``books`` are the codebook modules, first to last; audiocraft's and transformers' EnCodec
-    name their buffers alike (``embed``, ``embed_avg``, ``cluster_size``, ``inited``).
-    """
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        latents = encoder(torch.from_numpy(presets._codebook_init_audio(seed)))  # [B, D, T]
-        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-        for book in books:
-            size, dim = book.embed.shape
-            embed = residual.mean(0) + residual.std(0) * torch.randn(size, dim, generator=generator)
-            book.embed.copy_(embed)
-            book.embed_avg.copy_(embed)
-            book.cluster_size.fill_(1.0)
-            book.inited.fill_(1.0)
-            residual = residual - embed[torch.cdist(residual, embed).argmin(dim=1)]
-
-
 # ---------------------------------------------------------------------------------------------
 # t5-base
 
@@ -374,7 +348,7 @@ def encodec_files(seed: int) -> dict[str, bytes]:
 
     torch.manual_seed(seed)
     model = EncodecModel(EncodecConfig(**_ENCODEC_CONFIG)).eval()  # its codebooks are zeros
-    _fill_codebooks(model.encoder, [layer.codebook for layer in model.quantizer.layers], seed)
+    presets.fill_codebooks(model.encoder, [layer.codebook for layer in model.quantizer.layers], seed)
     return {
         "config.json": _json(_ENCODEC_CONFIG),
         "model.safetensors": _saved_weights(model),
@@ -435,7 +409,7 @@ def _audiocraft_codec(seed: int) -> dict:
     cfg = presets.compression_config(TINY)
     torch.manual_seed(seed)
     codec = builders.get_compression_model(OmegaConf.create(cfg)).eval()  # codebooks not yet initialised
-    _fill_codebooks(codec.encoder, [layer._codebook for layer in codec.quantizer.vq.layers], seed)
+    presets.fill_codebooks(codec.encoder, [layer._codebook for layer in codec.quantizer.vq.layers], seed)
     return presets._package(codec.state_dict(), cfg)
 
 

@@ -148,6 +148,15 @@ def test_lfs_pointer_fails_with_a_clear_report(tmp_path):
     assert source.read_text().startswith("version https://git-lfs"), "the user's file is untouched"
 
 
+def test_numbers_in_any_notation_pass_in_the_file_and_on_the_command_line(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    assert "lr: 2e-5" in (workdir / "config/config.yaml").read_text()  # YAML 1.1 reads it as a string
+    proc = snakemake(
+        workdir, "-n", "--config", "train={'lr': 1e-5, 'lora_lr': 2E-4, 'steps': 1e3}", check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
@@ -158,15 +167,6 @@ def test_lfs_pointer_fails_with_a_clear_report(tmp_path):
         ("sample={'prompt_s': 9}", "sample.prompt_s (9) must be shorter than sample.duration_s (8)"),
     ],
 )
-def test_numbers_in_any_notation_pass_in_the_file_and_on_the_command_line(tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
-    assert "lr: 2e-5" in (workdir / "config/config.yaml").read_text()  # YAML 1.1 reads it as a string
-    proc = snakemake(
-        workdir, "-n", "--config", "train={'lr': 1e-5, 'lora_lr': 2E-4, 'steps': 1e3}", check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
 def test_bad_config_fails_before_any_job(tmp_path, override, named):
     workdir = copy_workflow(tmp_path / "wf")
     proc = snakemake(workdir, "--config", override, check=False)

@@ -143,7 +143,7 @@ def compression_config(preset: RandomPreset, device: str = "cpu") -> dict:
             "bins": 2048,
             "decay": 0.99,
             "kmeans_init": True,
-            "kmeans_iters": 5,  # only used once, at build time; enough for a random codec
+            "kmeans_iters": 5,  # not used: fill_codebooks initialises the codebooks at build time
             "threshold_ema_dead_code": 2,
             "orthogonal_reg_weight": 0.0,
             "orthogonal_reg_active_codes_only": False,
@@ -218,6 +218,32 @@ def _codebook_init_audio(seed: int, pieces: int = 8, seconds: float = 4.0):
     return out
 
 
+def fill_codebooks(encoder, books, seed: int) -> None:
+    """Initialise a fresh codec's residual codebooks: 2048 distinct entries each, drawn around
+    the residual of the encoder's latents (of voice-like tones) that the codebook quantises.
+
+    A fresh codec would initialise them by k-means over its first training batch, but a few
+    seconds of audio hold fewer frames than a codebook has entries: the first codebook copies
+    them and leaves the later ones (almost) nothing to quantise, so their codes barely vary.
+    ``books`` are the codebook modules, first to last; audiocraft's and transformers' EnCodec
+    name their buffers alike (``embed``, ``embed_avg``, ``cluster_size``, ``inited``).
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        latents = encoder(torch.from_numpy(_codebook_init_audio(seed)))  # [B, D, T]
+        residual = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+        for book in books:
+            size, dim = book.embed.shape
+            embed = residual.mean(0) + residual.std(0) * torch.randn(size, dim, generator=generator)
+            book.embed.copy_(embed)
+            book.embed_avg.copy_(embed)
+            book.cluster_size.fill_(1.0)
+            book.inited.fill_(1.0)
+            residual = residual - embed[torch.cdist(residual, embed).argmin(dim=1)]
+
+
 def build_random_pretrained(preset_name: str, out_dir: str | os.PathLike, seed: int) -> None:
     """Build a randomly initialised MusicGen from a fixed seed and write it as a pretrained dir."""
     import torch
@@ -230,13 +256,8 @@ def build_random_pretrained(preset_name: str, out_dir: str | os.PathLike, seed: 
     codec_cfg = compression_config(preset)
     lm_cfg = lm_config(preset)
     torch.manual_seed(seed)
-    codec = builders.get_compression_model(OmegaConf.create(codec_cfg))
-    # A fresh codec initialises its codebooks (k-means) on its first forward pass in training mode.
-    codec.train()
-    init_audio = torch.from_numpy(_codebook_init_audio(seed))
-    with torch.no_grad():
-        codec(init_audio)
-    codec.eval()
+    codec = builders.get_compression_model(OmegaConf.create(codec_cfg)).eval()
+    fill_codebooks(codec.encoder, [layer._codebook for layer in codec.quantizer.vq.layers], seed)
     torch.manual_seed(seed + 1)
     lm = builders.get_lm_model(OmegaConf.create(lm_cfg))
     with atomic_dir(out_dir) as tmp:
