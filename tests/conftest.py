@@ -9,6 +9,7 @@ PYTHONPATH, in every process the tests start (snakemake and its jobs).
 from __future__ import annotations
 
 import atexit
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -29,6 +30,17 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [str(SITEHOOKS), os.environ.get("PYTHONPATH")])),
 )
 os.environ.pop("AUDIOCRAFT_CACHE_DIR", None)
+# pytest-xdist runs the suite in several workers: each gets its share of the cores, for the
+# snakemake runs it starts (--cores) and for torch in this process and its children.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CORES = str(
+    max(
+        1,
+        (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        // WORKERS,
+    )
+)
+os.environ["OMP_NUM_THREADS"] = CORES
 assert "huggingface_hub" not in sys.modules, "huggingface_hub was imported before the suite set it offline"
 _spec = importlib.util.spec_from_file_location("voice_train_sitehooks", SITEHOOKS / "sitecustomize.py")
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # blocks this process's network too
@@ -83,7 +95,7 @@ def snakemake(
     ``env`` entries are added to (and override) this process's environment.
     """
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        [sys.executable, "-m", "snakemake", "--cores", CORES, *args],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -107,12 +119,43 @@ def short_demo(workdir: Path) -> Path:
     return workdir
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(path)`` once for the whole test run, also across pytest-xdist workers; the path.
+
+    Workers of one run share the parent of their temp folders; a file lock lets the first one
+    build while the others wait, then all read the same result (tests copy what they change).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker else root
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def finished_demo(tmp_path_factory):
-    """The short demo run once to the end; tests that change things work on copies of it."""
-    workdir = short_demo(tmp_path_factory.mktemp("demo") / "wf")
-    proc = snakemake(workdir, *DEMO)
-    return workdir, proc
+    """The short demo run once to the end (once per test run); tests that change things work on
+    copies of it. Returns the workflow folder and the finished process's output."""
+
+    def build(path: Path) -> None:
+        workdir = short_demo(path / "wf")
+        proc = snakemake(workdir, *DEMO)
+        (path / "stdout.txt").write_text(proc.stdout)
+        (path / "stderr.txt").write_text(proc.stderr)
+
+    path = built_once(tmp_path_factory, "finished_demo", build)
+    output = subprocess.CompletedProcess(
+        args=["snakemake", *DEMO],
+        returncode=0,
+        stdout=(path / "stdout.txt").read_text(),
+        stderr=(path / "stderr.txt").read_text(),
+    )
+    return path / "wf", output
 
 
 @pytest.fixture

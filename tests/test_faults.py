@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, report_fields, snakemake
+from conftest import CORES, DEMO, report_fields, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -49,7 +49,7 @@ def start(workdir: Path, *args: str, slow: str = "") -> subprocess.Popen:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SLOWDOWN), env.get("PYTHONPATH")]))
         env["VOICE_TRAIN_TEST_SLOW"] = slow
     return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *DEMO, *args],
+        [sys.executable, "-m", "snakemake", "--cores", CORES, *DEMO, *args],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -68,6 +69,19 @@ def token_file(tiny, tmp_path_factory) -> str:
     path = root / "tokens.npz"
     tokens.write_tokens(path, codes, offsets, meta)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def fast_run(tiny, token_file, tmp_path_factory):
+    """One run with the FAST settings, shared by the tests that read it (or copy its folder)."""
+    tmp = tmp_path_factory.mktemp("fast")
+    return run(tmp, tiny, token_file, name="run"), tmp / "run"
+
+
+def copy_of(fast_run, tmp: Path, name: str) -> Path:
+    """A private copy of the shared FAST run's folder (checkpoint, status, state), as ``tmp/name``."""
+    shutil.copytree(fast_run[1], tmp / name)
+    return tmp / name
 
 
 def run(tmp: Path, tiny: str, token_file: str, settings: TrainSettings = FAST, name: str = "run"):
@@ -194,12 +208,12 @@ def _no_autocast():
     return torch.autocast(device_type="cpu", enabled=False)
 
 
-def test_checkpoint_reloads_with_identical_logits(tiny, token_file, tmp_path):
+def test_checkpoint_reloads_with_identical_logits(tiny, token_file, fast_run):
     from audiocraft.models import loaders
 
     from voice_train.export import load_finetuned
 
-    result = run(tmp_path, tiny, token_file)
+    result = fast_run[0]
     ckpt = result.checkpoint
     pkg = torch.load(ckpt, map_location="cpu", weights_only=True)  # safe load, xp.cfg is YAML text
     assert isinstance(pkg["xp.cfg"], str) and pkg["exported"] is True
@@ -215,10 +229,10 @@ def test_checkpoint_reloads_with_identical_logits(tiny, token_file, tmp_path):
     torch.testing.assert_close(la, lb, rtol=0, atol=0, equal_nan=True)  # NaN: positions outside the pattern
 
 
-def test_generation_returns_the_requested_length_and_rate(tiny, token_file, tmp_path):
+def test_generation_returns_the_requested_length_and_rate(tiny, token_file, fast_run, tmp_path):
     from voice_train.sample import SampleSettings, generate_samples
 
-    result = run(tmp_path, tiny, token_file)
+    result = fast_run[0]
     clip = tokens.load_tokens(token_file).clips[2]
     info = generate_samples(
         checkpoint=result.checkpoint,
@@ -236,8 +250,8 @@ def test_generation_returns_the_requested_length_and_rate(tiny, token_file, tmp_
     assert info["continuation"]["prompt_s"] == pytest.approx(0.5)
 
 
-def test_two_runs_give_the_same_checkpoint(tiny, token_file, tmp_path):
-    a = run(tmp_path, tiny, token_file, name="a")
+def test_two_runs_give_the_same_checkpoint(tiny, token_file, fast_run, tmp_path):
+    a = fast_run[0]
     b = run(tmp_path, tiny, token_file, name="b")
     assert a.status["checkpoint_sha256"] == b.status["checkpoint_sha256"]
     assert sha256_file(a.checkpoint) == a.status["checkpoint_sha256"]
@@ -256,8 +270,8 @@ def crash_at_step_9(monkeypatch):
     return lambda: monkeypatch.setattr(Batcher, "train_batch", original)
 
 
-def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, tmp_path, monkeypatch):
-    whole = run(tmp_path, tiny, token_file, name="whole")
+def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, fast_run, tmp_path, monkeypatch):
+    whole = fast_run[0]
 
     undo = crash_at_step_9(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -276,16 +290,16 @@ def _fingerprint_of(tmp_path: Path) -> str:
     return state["fingerprint"]
 
 
-def test_state_from_other_settings_is_not_resumed(tiny, token_file, tmp_path, caplog):
-    run(tmp_path, tiny, token_file, name="x")
+def test_state_from_other_settings_is_not_resumed(tiny, token_file, fast_run, tmp_path, caplog):
+    copy_of(fast_run, tmp_path, "x")
     changed = dataclasses.replace(FAST, lr=1e-3)
     with caplog.at_level("INFO"):
         run(tmp_path, tiny, token_file, changed, name="x")
     assert "starting clean: saved training state is for other settings or data" in caplog.text
 
 
-def test_a_corrupt_training_state_is_not_used(tiny, token_file, tmp_path, caplog):
-    run(tmp_path, tiny, token_file, name="y")
+def test_a_corrupt_training_state_is_not_used(tiny, token_file, fast_run, tmp_path, caplog):
+    copy_of(fast_run, tmp_path, "y")
     (tmp_path / "y" / "state" / "train_state.pt").write_bytes(b"not a torch file")
     with caplog.at_level("INFO"):
         result = run(tmp_path, tiny, token_file, name="y")
@@ -415,7 +429,7 @@ def test_lora_learns_and_exports_a_plain_merged_checkpoint(tiny, token_file, tmp
 
 
 def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
-    tiny, token_file, tmp_path, monkeypatch
+    tiny, token_file, fast_run, tmp_path, monkeypatch
 ):
     whole = run(tmp_path, tiny, token_file, LORA, name="whole")
     undo = crash_at_step_9(monkeypatch)
@@ -425,9 +439,8 @@ def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
     resumed = run(tmp_path, tiny, token_file, LORA, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
 
-    full = run(tmp_path, tiny, token_file, name="full")
     lora_state = (tmp_path / "resumed" / "state" / "train_state.pt").stat().st_size
-    full_state = (Path(full.checkpoint).parents[1] / "state" / "train_state.pt").stat().st_size
+    full_state = (fast_run[1] / "state" / "train_state.pt").stat().st_size
     assert lora_state < 0.5 * full_state
 
 
@@ -555,8 +568,8 @@ def test_the_state_is_one_file_saved_in_place_at_a_new_best(
     assert len(inodes) == 1 and None not in inodes, "rewritten in place: no second copy, no new file"
 
 
-def test_a_torn_state_is_refused_and_the_run_starts_clean(tiny, token_file, tmp_path, caplog):
-    run(tmp_path, tiny, token_file, name="torn")
+def test_a_torn_state_is_refused_and_the_run_starts_clean(tiny, token_file, fast_run, tmp_path, caplog):
+    copy_of(fast_run, tmp_path, "torn")
     state = tmp_path / "torn/state/train_state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a save cut short
     with caplog.at_level("INFO"):
@@ -613,7 +626,7 @@ def test_every_gpu_plan_trains(tiny, token_file, tmp_path, monkeypatch, gpu, pre
         torch.optim, "AdamW", lambda params, **kw: fused.append(kw["fused"]) or adamw(params, **kw)
     )
     settings = dataclasses.replace(
-        FAST, steps=6, eval_every=3, precision=precision, low_vram=low_vram, lora_lr=1e-2, grad_accum=2
+        FAST, steps=4, eval_every=2, precision=precision, low_vram=low_vram, lora_lr=1e-2, grad_accum=2
     )
     status = run(tmp_path, tiny, token_file, settings, name="plan").status
     assert status["status"] == "completed" and status["precision"] == expect[0] and dtypes == expect[1]

@@ -74,7 +74,7 @@ def test_dry_run_lists_the_pending_jobs_and_writes_nothing(tmp_path):
 
 def test_touching_the_source_reruns_everything_downstream(demo_copy):
     source = demo_copy / "data/demo/demo_voice.flac"
-    later = source.stat().st_mtime + 10
+    later = max(p.stat().st_mtime for p in (demo_copy / "results").rglob("*")) + 10  # newer than all
     os.utime(source, (later, later))
     assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
         ("all", "preflight", "prepare", "encode", "train", "sample", "report"), 1
@@ -91,7 +91,7 @@ def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy
     assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
         ("all", "prepare", "encode", "train", "sample", "report"), 1
     )
-    snakemake(demo_copy, *DEMO)
+    snakemake(demo_copy, *DEMO, "--until", "prepare")  # what follows is covered by the dry run above
     assert marker.stat().st_mtime == marker_mtime
     manifest = json.loads((demo_copy / "results/dataset/demo_voice/voice_dataset_manifest.json").read_text())
     assert max(e["duration_s"] for e in manifest["entries"]) <= 6

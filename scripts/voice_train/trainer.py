@@ -86,14 +86,15 @@ class Run:
 
         from . import compat, lora, presets
 
-        compat.setup_audiocraft(attention_backend)
         self.settings, self.model_name = settings, model_name
         self.run = settings.effective()  # low_vram switches on checkpointing and LoRA
         self.uses_lora = self.run.lora_rank > 0
+        # What can be refused is checked before audiocraft's long import: device, precision, data.
         self.device = resolve_device(settings.device)
         self.plan = precision_plan(settings.precision, self.device, self.run.low_vram, self.uses_lora)
         base_lm_file, self.codec_file = presets.model_files(model_name)
         self.tokens = load_tokens(tokens_path, expect_codec=codec_identity(model_name, self.codec_file))
+        compat.setup_audiocraft(attention_backend)
         torch.manual_seed(settings.seed)
         self.lm = lm = presets.load_lm(model_name, device=self.device)
         if self.tokens.meta["cardinality"] != lm.card or self.tokens.meta["n_q"] != lm.num_codebooks:
