@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo report test lint format clean-demo
+.PHONY: demo report test test-slurm lint format clean-demo
 
 $(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt scripts/install.py \
 		scripts/voice_train/install.py
@@ -24,6 +24,12 @@ report: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# The cluster path on a one-node Slurm started on this machine (as root: it installs and starts
+# Slurm; tests/slurm/start_slurm.sh says why when it cannot). One process: the tests share runs.
+test-slurm: $(BIN)/.installed
+	tests/slurm/start_slurm.sh
+	$(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

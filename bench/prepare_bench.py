@@ -12,6 +12,7 @@ machine load hits prepare and its baseline alike, and the figures are medians. P
 line.
 
 Measured in each round: ``decode`` (the floor: soundfile decoding the FLAC to float32 blocks);
+``preflight`` (``voice_train.preflight.run_preflight``, what the rule before prepare runs);
 ``prepare_t<N>`` (``voice_train.prepare.prepare_dataset``, what the rule calls, after preflight
 made its marker, with ``config/config.yaml``'s settings and N threads); ``prepare_before`` (the
 same from another checkout's ``scripts/``, if given: the outputs must be the same bytes);
@@ -109,6 +110,14 @@ def child_decode(args) -> dict:
     return {"wall_s": time.perf_counter() - t0, "frames": frames}
 
 
+def child_preflight(args) -> dict:
+    from voice_train.preflight import PreflightSettings, run_preflight
+
+    t0 = time.perf_counter()
+    marker = run_preflight(args.source, PreflightSettings(min_bytes=1, min_duration_s=30))
+    return {"wall_s": time.perf_counter() - t0, "snr_db": marker.get("snr_db")}
+
+
 def child_prepare(args) -> dict:
     from voice_train.prepare import prepare_dataset
 
@@ -146,16 +155,30 @@ def child_encode(args) -> dict:
 
 
 def child_stages(args) -> dict:
-    """Pass 1 of prepare, one stage after another, each timed (what a profile shows, in numbers)."""
+    """Prepare's passes, one stage after another, each timed (what a profile shows, in numbers):
+    pass 1, then the voice activity detector over the spool on one thread."""
     import numpy as np
     import soundfile as sf
 
     from voice_train.audio import BLOCK_FRAMES, FramePower, downmix, resample_blocks
+    from voice_train.filters import SpeechFilter
     from voice_train.loudness import LoudnessMeter
     from voice_train.prepare import FRAME_S
+    from voice_train.vad import window_probabilities
 
-    sr = prepare_settings().sample_rate
-    stages = ("decode", "downmix", "downmix_numpy_mean", "resample", "spool", "frame_power", "loudness")
+    settings = prepare_settings()
+    sr = settings.sample_rate
+    stages = (
+        "decode",
+        "downmix",
+        "downmix_numpy_mean",
+        "resample",
+        "speech_filter",
+        "spool",
+        "frame_power",
+        "loudness",
+        "vad",
+    )
     times = dict.fromkeys(stages, 0.0)
 
     def timed(stage, fn, *a):
@@ -171,19 +194,32 @@ def child_stages(args) -> dict:
                 yield timed("downmix", downmix, block)
 
     power, meter = FramePower(int(round(sr * FRAME_S))), LoudnessMeter(sr)
+    speech_filter = SpeechFilter(sr, settings.highpass_hz)
     resampled = resample_blocks(blocks(), sf.info(str(args.source)).samplerate, sr)
-    with tempfile.TemporaryFile(dir=args.out.parent) as spool:
+    with tempfile.NamedTemporaryFile(dir=args.out.parent) as spool:
+        samples = 0
         while (block := timed("resample", next, resampled, None)) is not None:
+            block = timed("speech_filter", speech_filter, block)
             timed("spool", block.astype(np.float32, copy=False).tofile, spool)
             timed("frame_power", power.feed, block)
             timed("loudness", meter.feed, block)
+            samples += block.size
+        spool.flush()
+        data = np.memmap(spool.name, dtype=np.float32, mode="r")
+        timed("vad", window_probabilities, lambda a, b: np.array(data[a:b]), samples, sr)
     times["resample"] -= (
         times["decode"] + times["downmix"] + times["downmix_numpy_mean"]
     )  # it pulls the decoder
     return {f"{k}_s": v for k, v in times.items()}
 
 
-CHILDREN = {"decode": child_decode, "prepare": child_prepare, "encode": child_encode, "stages": child_stages}
+CHILDREN = {
+    "decode": child_decode,
+    "preflight": child_preflight,
+    "prepare": child_prepare,
+    "encode": child_encode,
+    "stages": child_stages,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +291,10 @@ def main() -> None:
     source, marker = recordings[args.minutes]
     out = args.workdir / "dataset"
     threads = max(args.threads)
-    plan = [("decode", "decode", source, marker, out, [])]
+    plan = [
+        ("decode", "decode", source, marker, out, []),
+        ("preflight", "preflight", source, marker, out, []),
+    ]
     if args.baseline_scripts:
         plan.append(
             ("prepare_before", "prepare", source, marker, out, ["--scripts", str(args.baseline_scripts)])
@@ -304,6 +343,17 @@ def main() -> None:
                 "over_decode": med(n) / med("decode"),
             }
             for n in prepares
+        },
+        "preflight": {
+            "wall_s": med("preflight"),
+            "x_realtime": audio_s / med("preflight"),
+            "rss_mb": med("preflight", "peak_rss_mb"),
+            "over_decode": med("preflight") / med("decode"),
+        },
+        "preflight_plus_prepare": {
+            "wall_s": med("preflight") + med(best),
+            "x_realtime": audio_s / (med("preflight") + med(best)),
+            "over_decode": (med("preflight") + med(best)) / med("decode"),
         },
         "encode_clips_s": med("encode"),
         "clip_audio_s": runs["encode"][0]["clip_s"],

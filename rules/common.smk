@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 # The config check and the handlers below use the package's light modules in this process.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from voice_train.cluster import cluster_nodes, request_of, unrunnable  # noqa: E402
 from voice_train.config import coerce_to_schema, config_problems  # noqa: E402
 from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
@@ -106,6 +107,12 @@ def gpu_jobs(section):
     return 0 if str(config[section].get("device", "auto")) == "cpu" else 1
 
 
+def model_mem_mb(full):
+    """Resource ``mem_mb`` of a model rule: ``full`` for a real model. The ``tiny`` preset (the
+    demo, the tests) peaks under 1.5 GB, so its cluster jobs ask for 2 GB and fit side by side."""
+    return 2000 if MODEL_NAME == "tiny" else full
+
+
 def tokens_path(voice):
     return f"{PATHS['tokens_dir']}/{voice}.npz"
 
@@ -185,6 +192,20 @@ def report_failure(snakemake_log):
     text = build_report(voice_files(), Path.cwd(), parse_failure(snakemake_log, VOICES))
     write_report(PATHS["report"], text)
     print(f"\n{text}", end="")
+
+
+def refuse_jobs_no_node_can_run():
+    """With the slurm executor, stop before the first submission if a job could never start (Slurm
+    would keep it pending forever; see voice_train.cluster). On start: not in dry runs or jobs."""
+    if getattr(workflow.executor_plugin, "name", None) != "slurm":
+        return
+    requests = [request_of(job) for job in workflow.dag.needrun_jobs() if not job.is_local]
+    if problems := unrunnable(requests, *cluster_nodes()):
+        raise WorkflowError("voice-train cluster: " + "\nvoice-train cluster: ".join(problems))
+
+
+onstart:
+    refuse_jobs_no_node_can_run()
 
 
 for _voice in VOICES:

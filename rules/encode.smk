@@ -14,7 +14,7 @@ rule encode:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=model_mem_mb(8000),
         gpu=gpu_jobs("encode"),
     params:
         model=MODEL_NAME,

@@ -11,7 +11,7 @@ rule model:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=model_mem_mb(4000),
     params:
         seed=config["model"]["seed"],
     script:

@@ -32,7 +32,7 @@ rule sample:
         "../envs/train.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=model_mem_mb(8000),
         gpu=gpu_jobs("sample"),
     params:
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],

@@ -22,7 +22,7 @@ rule train:
         "../envs/train.yaml"
     threads: 4
     resources:
-        mem_mb=16000,
+        mem_mb=model_mem_mb(16000),
         gpu=gpu_jobs("train"),
     params:
         model=MODEL_NAME,

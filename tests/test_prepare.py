@@ -13,6 +13,7 @@ import soxr
 from conftest import write_flac
 from voice_train.audio import iter_mono_resampled
 from voice_train.errors import VoiceTrainError
+from voice_train.filters import SpeechFilter
 from voice_train.fsutil import sha256_file
 from voice_train.loudness import LoudnessMeter, gated_loudness
 from voice_train.preflight import PreflightSettings, run_preflight
@@ -63,9 +64,9 @@ def test_clips_are_mono_at_the_model_rate_and_normalised(prepared):
         assert loudness > SETTINGS.loudness_lufs - 6
 
 
-def test_clips_are_the_source_at_their_offsets(prepared):
+def test_clips_are_the_source_at_their_offsets_high_passed(prepared):
     source, _, manifest = prepared
-    mono = np.concatenate(list(iter_mono_resampled(source, 32000)))
+    mono = SpeechFilter(32000, SETTINGS.highpass_hz)(np.concatenate(list(iter_mono_resampled(source, 32000))))
     entry = manifest["entries"][1]
     start = round(entry["offset_s"] * 32000)
     clip, _ = sf.read(entry["target"], dtype="float32")

@@ -76,16 +76,20 @@ def test_long_pauses_are_never_inside_a_clip(seg, voice):
             assert not (clip.start * FRAME_S < s and e < clip.end * FRAME_S)
 
 
-def test_continuous_speech_is_cut_at_its_quietest_point():
-    # 30 s of "speech" with no pause, dipping 10 dB once every second.
+def test_continuous_speech_is_cut_in_its_quietest_stretch_not_at_a_one_frame_dip():
+    # 30 s of "speech" with no pause: every 2 s a 0.4 s stretch 7 dB down (a pause under
+    # babble, above the pause threshold), and in between one frame 30 dB down (a stop
+    # consonant inside a word: too short to be a pause).
     levels = np.full(3000, -20.0)
-    levels[::100] = -30.0
+    for start in range(100, 2900, 200):
+        levels[start : start + 40] = -27.0
+        levels[start + 100] = -50.0
     levels = np.concatenate([np.full(50, -80.0), levels, np.full(50, -80.0)])
     seg = segment_at_pauses(levels, FRAME_S, SETTINGS)
     assert seg.clips and all(c.frames * FRAME_S <= SETTINGS.max_clip_s for c in seg.clips)
     assert any(c.forced_cut for c in seg.clips)
     inner_edges = [c.end for c in seg.clips[:-1]]
-    assert all(levels[e] == -30.0 for e in inner_edges), "forced cuts land on the dips"
+    assert all(levels[e] == -27.0 for e in inner_edges), "forced cuts land in the quiet stretches"
 
 
 def test_isolated_short_speech_is_dropped_and_reported():

@@ -54,6 +54,27 @@ def iter_blocks(path: str | Path, block_frames: int = BLOCK_FRAMES) -> Iterator[
             yield block
 
 
+def read_excerpts(path: str | Path, seconds: float, count: int) -> list[np.ndarray]:
+    """``count`` mono excerpts of ``seconds`` each, spread evenly from start to end of the file.
+
+    A file shorter than ``count * seconds`` is returned whole, as one excerpt. Decoder errors
+    propagate as in :func:`iter_blocks`.
+    """
+    with sf.SoundFile(str(path)) as fh:
+        length = int(round(seconds * fh.samplerate))
+        if fh.frames <= count * length:
+            starts = [0]
+            length = fh.frames
+        else:
+            step = (fh.frames - length) / (count - 1) if count > 1 else 0
+            starts = [int(i * step) for i in range(count)]
+        excerpts = []
+        for start in starts:
+            fh.seek(start)
+            excerpts.append(downmix(fh.read(length, dtype="float32", always_2d=True)))
+    return excerpts
+
+
 def downmix(block: np.ndarray) -> np.ndarray:
     """Average a (frames, channels) block to mono float32 (frames,)."""
     channels = block.shape[1]

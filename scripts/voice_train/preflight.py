@@ -1,4 +1,10 @@
-"""Preflight: prove the source recording is a complete, usable FLAC before any work."""
+"""Preflight: prove the source recording is a complete, usable FLAC before any work.
+
+Its level checks judge the speech, not the recorder: they are made after the DC offset,
+rumble (a high-pass at ``filters.VOICE_HIGHPASS_HZ``) and any mains hum found in the
+recording are taken out. The speech's SNR is measured on excerpts spread over the recording,
+with the voice activity detector that prepare uses.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from .audio import BLOCK_FRAMES, FramePower, amplitude_db, downmix, iter_blocks, to_db
+from .audio import (
+    BLOCK_FRAMES,
+    FramePower,
+    amplitude_db,
+    downmix,
+    frame_power,
+    iter_blocks,
+    read_excerpts,
+    to_db,
+)
 from .errors import VoiceTrainError
+from .filters import EXCERPT_S, EXCERPTS, VOICE_HIGHPASS_HZ, Hum, SpeechFilter, find_hum
 from .fsutil import sha256_file
+from .noise import recording_snr_db
+from .vad import VAD_RATE, frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +44,12 @@ LEVEL_FRAME_S = 0.05
 MIN_SAMPLE_RATE = 8000
 # Below this rate the voice will sound band-limited after upsampling; warn.
 WARN_SAMPLE_RATE = 16000
+# Voice activity and SNR use 10 ms frames, as prepare does.
+SPEECH_FRAME_S = 0.01
+# A voice activity threshold (speech probability) and the share of speech below which the
+# SNR is not judged (no speech heard: the level checks speak for the recording instead).
+SPEECH_PROBABILITY = 0.5
+MIN_SPEECH_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -37,6 +62,7 @@ class PreflightSettings:
     max_silence_ratio: float = 0.95
     min_dynamic_range_db: float = 12.0
     warn_clipped_ratio: float = 0.001
+    min_snr_db: float = 3.0
 
 
 def _convert_hint(path: Path) -> str:
@@ -112,17 +138,29 @@ class LevelStats:
     peak: float
     mean_square: float
     clipped_ratio: float
-    frame_db: np.ndarray  # level of each 50 ms frame of the mono downmix, in dBFS
+    dc_offset: float  # mean sample value (of the channel with the largest)
+    frame_db: np.ndarray  # level of each 50 ms frame of the filtered mono downmix, in dBFS
+    raw_frame_db: np.ndarray  # the same before filtering
 
 
-def measure_levels(path: Path, sample_rate: int, block_frames: int = BLOCK_FRAMES) -> LevelStats:
-    """Decode the whole file block by block and measure levels; decoder errors propagate."""
+def measure_levels(
+    path: Path, sample_rate: int, hum: Hum | None = None, block_frames: int = BLOCK_FRAMES
+) -> LevelStats:
+    """Decode the whole file block by block and measure levels; decoder errors propagate.
+
+    Peak, clipping and DC offset are the file's own samples; frame levels are measured both
+    as recorded and after the speech filter (high-pass and ``hum`` notches).
+    """
     frames = 0
     peak = 0.0
     sum_sq = 0.0
     clipped = 0
     samples = 0
-    power = FramePower(max(1, round(sample_rate * LEVEL_FRAME_S)))
+    sums = None
+    hop = max(1, round(sample_rate * LEVEL_FRAME_S))
+    expected = sf.info(str(path)).frames
+    power, raw_power = FramePower(hop, expected), FramePower(hop, expected)
+    speech_filter = SpeechFilter(sample_rate, VOICE_HIGHPASS_HZ, hum)
     for block in iter_blocks(path, block_frames):
         frames += block.shape[0]
         samples += block.size
@@ -130,14 +168,48 @@ def measure_levels(path: Path, sample_rate: int, block_frames: int = BLOCK_FRAME
         peak = max(peak, float(mags.max()))
         clipped += int(np.count_nonzero(mags >= CLIP_LEVEL))
         sum_sq += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
-        power.feed(downmix(block))
+        column_sums = block.sum(axis=0, dtype=np.float64)
+        sums = column_sums if sums is None else sums + column_sums
+        mono = downmix(block)
+        raw_power.feed(mono)
+        power.feed(speech_filter(mono))
     return LevelStats(
         frames=frames,
         peak=peak,
         mean_square=sum_sq / samples if samples else 0.0,
         clipped_ratio=clipped / samples if samples else 0.0,
+        dc_offset=float(np.max(np.abs(sums)) / frames) if frames else 0.0,
         frame_db=np.asarray(to_db(power.result())),
+        raw_frame_db=np.asarray(to_db(raw_power.result())),
     )
+
+
+@dataclass(frozen=True)
+class SpeechStats:
+    """What the excerpts said about the speech: its share of the time and its SNR."""
+
+    speech_share: float
+    snr_db: float | None  # None when too little speech was heard to judge
+
+
+def measure_speech(excerpts: list[np.ndarray], sample_rate: int, hum: Hum | None) -> SpeechStats:
+    """Voice activity and SNR of the excerpts, after the speech filter (as prepare hears them)."""
+    powers, speech = [], []
+    for excerpt in excerpts:
+        filtered = SpeechFilter(sample_rate, VOICE_HIGHPASS_HZ, hum)(excerpt)
+        audio = (
+            soxr.resample(filtered, sample_rate, VAD_RATE, quality="HQ")
+            if sample_rate != VAD_RATE
+            else filtered
+        )
+        power = frame_power(audio, int(VAD_RATE * SPEECH_FRAME_S))
+        windows = window_probabilities(lambda a, b, x=audio: x[a:b], audio.size, VAD_RATE)
+        powers.append(power)
+        speech.append(frame_probabilities(windows, power.size, SPEECH_FRAME_S) >= SPEECH_PROBABILITY)
+    power, active = np.concatenate(powers), np.concatenate(speech)
+    share = float(active.mean()) if active.size else 0.0
+    snr = recording_snr_db(power, active) if share >= MIN_SPEECH_SHARE else None
+    return SpeechStats(share, snr)
 
 
 def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
@@ -145,8 +217,10 @@ def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
 
     The file must exist, not be a Git LFS pointer, be at least ``min_bytes``, be a real
     FLAC that decodes to the end (the frame count its header claims), last at least
-    ``min_duration_s``, and hold audible, level-varying sound. Clipping is measured and
-    warned about, not refused.
+    ``min_duration_s``, and hold audible, level-varying sound whose speech stands at least
+    ``min_snr_db`` above the noise. The levels are judged after the DC offset, rumble and mains
+    hum are taken out, so a recorder's artefacts neither pass nor fail a recording. Clipping is
+    measured and warned about, not refused.
     """
     path = Path(path)
     size = check_file(path, settings)
@@ -164,7 +238,9 @@ def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
         )
     claimed_s = info.frames / info.samplerate
     try:
-        stats = measure_levels(path, info.samplerate)
+        excerpts = read_excerpts(path, EXCERPT_S, EXCERPTS)
+        hum = find_hum(excerpts, info.samplerate)
+        stats = measure_levels(path, info.samplerate, hum)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise VoiceTrainError(
             path,
@@ -188,17 +264,36 @@ def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
     if stats.peak == 0.0:
         raise VoiceTrainError(path, "is digital silence (every sample is 0)", "check the recording's input")
     frame_db = stats.frame_db
-    silence_ratio = float(np.mean(frame_db < settings.silence_dbfs)) if frame_db.size else 1.0
+    silence_ratio = _silence_ratio(frame_db, settings)
     if silence_ratio > settings.max_silence_ratio:
+        if _silence_ratio(stats.raw_frame_db, settings) <= settings.max_silence_ratio:
+            raise VoiceTrainError(
+                path,
+                f"has no speech-like level changes: {silence_ratio:.0%} of it is below "
+                f"{settings.silence_dbfs:g} dBFS once the DC offset, rumble below {VOICE_HIGHPASS_HZ:g} Hz "
+                f"and mains hum are taken out (only hum or rumble?)",
+                "check that the microphone was connected and on, or choose the right file",
+            )
         raise VoiceTrainError(
             path,
             f"is (near-)silent: {silence_ratio:.0%} of it is below {settings.silence_dbfs:g} dBFS "
             f"(limit preflight.max_silence_ratio = {settings.max_silence_ratio:g})",
             "check the recording's input and gain, or choose the right file",
         )
+    speech = measure_speech(excerpts, info.samplerate, hum)
+    if speech.snr_db is not None and speech.snr_db < settings.min_snr_db:
+        raise VoiceTrainError(
+            path,
+            f"is too noisy to train on: the speech is only {speech.snr_db:.1f} dB above the noise "
+            f"(SNR {speech.snr_db:.1f} dB, below preflight.min_snr_db = {settings.min_snr_db:g})",
+            "record closer to the speaker or in a quieter room, use a cleaner copy, or lower "
+            "preflight.min_snr_db to train on it anyway",
+        )
     loud_db, quiet_db = (float(v) for v in np.percentile(frame_db, [95, 10]))
     dynamic_range_db = loud_db - quiet_db
-    if dynamic_range_db < settings.min_dynamic_range_db:
+    # Speech that the detector hears has been judged by its SNR; a flat level is refused only
+    # where it hears none (steady noise, hum): noisy speech is refused for its SNR, by name.
+    if speech.snr_db is None and dynamic_range_db < settings.min_dynamic_range_db:
         raise VoiceTrainError(
             path,
             f"has no speech-like level changes: loud and quiet parts differ by only "
@@ -215,6 +310,11 @@ def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
         warnings.append(
             f"sample rate {info.samplerate} Hz: the voice will sound band-limited (use 44.1/48 kHz)"
         )
+    if speech.snr_db is None:
+        warnings.append(
+            f"the voice activity detector heard speech in only {speech.speech_share:.0%} of the "
+            "excerpts it listened to: is this a recording of speech?"
+        )
     for message in warnings:
         log.warning("%s: %s", path, message)
     return {
@@ -230,11 +330,20 @@ def run_preflight(path: str | Path, settings: PreflightSettings) -> dict:
         "duration_s": round(duration_s, 3),
         "peak_dbfs": round(amplitude_db(stats.peak), 2),
         "rms_dbfs": round(float(to_db(stats.mean_square)), 2),
+        "dc_offset_dbfs": round(amplitude_db(stats.dc_offset), 2),
+        "highpass_hz": VOICE_HIGHPASS_HZ,
+        "hum": None if hum is None else {"mains_hz": hum.mains_hz, "harmonics": list(hum.harmonics)},
         "loud_dbfs": round(loud_db, 2),
         "quiet_dbfs": round(quiet_db, 2),
         "dynamic_range_db": round(dynamic_range_db, 2),
         "silence_ratio": round(silence_ratio, 4),
+        "speech_share": round(speech.speech_share, 4),
+        "snr_db": None if speech.snr_db is None else round(speech.snr_db, 2),
         "clipped_ratio": round(stats.clipped_ratio, 6),
         "warnings": warnings,
         "settings": asdict(settings),
     }
+
+
+def _silence_ratio(frame_db: np.ndarray, settings: PreflightSettings) -> float:
+    return float(np.mean(frame_db < settings.silence_dbfs)) if frame_db.size else 1.0

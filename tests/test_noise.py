@@ -1,0 +1,150 @@
+"""Real recordings (issue 12): noise, rooms, hum and cheap gear must not cut words or refuse
+good speech. Short versions of ``bench/noise_bench.py``: 70 s of espeak-ng talkers per
+condition, made once per test run (``tests/noisy_speech.py``), through ``run_preflight`` and
+``prepare_dataset`` as the rules run them.
+
+espeak-ng is a Debian package (``.ci/run`` installs it): where it is missing these tests fail
+in CI, and are skipped elsewhere with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import noisy_speech as ns
+from conftest import write_flac
+from voice_train.errors import VoiceTrainError
+from voice_train.preflight import PreflightSettings, run_preflight
+from voice_train.prepare import PrepareSettings, prepare_dataset
+from voice_train.segment import SegmentSettings
+
+RATE = 16000
+LENIENT = PreflightSettings(min_bytes=1000, min_duration_s=5)
+SETTINGS = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=8))
+# The issue's goals: share of clip edges inside true pauses of the clean speech.
+GOALS = {"clean": 0.99, "household_10db": 0.95, "babble_10db": 0.95, "room_0.7s_household_10db": 0.95}
+FIVE_DB = "pink_5db"
+
+
+@pytest.fixture(scope="module")
+def speech() -> ns.Speech:
+    """70 s of four espeak-ng talkers with known pauses (the clean truth)."""
+    try:
+        return ns.espeak_speech(70, RATE, seed=5)
+    except ns.EspeakMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def prepared(root: Path, name: str, audio: np.ndarray) -> dict | VoiceTrainError:
+    """The manifest of ``audio`` run through preflight and prepare, or the refusal."""
+    source = write_flac(root / f"{name}.flac", audio, RATE)
+    try:
+        marker = run_preflight(source, LENIENT)
+        return prepare_dataset(source, marker, "v", "a test voice", root / name, SETTINGS, threads=2)
+    except VoiceTrainError as exc:
+        return exc
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, speech) -> dict:
+    """Each condition's manifest (or refusal), with its clips in seconds."""
+    root = tmp_path_factory.mktemp("noisy")
+    out = {}
+    for name in [*GOALS, FIVE_DB]:
+        result = prepared(root, name, ns.condition(name, speech, seed=5).audio)
+        clips = []
+        if isinstance(result, dict):
+            clips = [(e["offset_s"], e["offset_s"] + e["duration_s"]) for e in result["entries"]]
+        out[name] = (result, clips)
+    return out
+
+
+def share_in_pauses(clips, speech, at_least: int = 20) -> float:
+    good, edges = ns.cuts_in_pauses(clips, speech.spans)
+    assert edges >= at_least, "enough cuts to judge"
+    return good / edges
+
+
+@pytest.mark.parametrize("condition", list(GOALS))
+def test_cuts_fall_in_true_pauses(results, speech, condition):
+    result, clips = results[condition]
+    assert isinstance(result, dict), f"{condition} was refused: {result}"
+    assert share_in_pauses(clips, speech) >= GOALS[condition]
+
+
+@pytest.mark.parametrize("condition", [c for c in GOALS if c != "clean"])
+def test_noisy_speech_keeps_what_the_clean_recording_keeps(results, speech, condition):
+    clean = ns.speech_kept_s(results["clean"][1], speech.spans)
+    kept = ns.speech_kept_s(results[condition][1], speech.spans)
+    assert kept >= 0.9 * clean, f"{condition} kept {kept:.1f} s of speech, the clean recording {clean:.1f} s"
+
+
+def test_five_db_is_cut_in_pauses_or_refused_naming_the_snr(results, speech):
+    result, clips = results[FIVE_DB]
+    if isinstance(result, VoiceTrainError):
+        assert "SNR" in str(result) and "min_snr_db" in str(result)
+    else:
+        assert share_in_pauses(clips, speech, at_least=8) >= 0.90
+
+
+def test_every_clip_has_an_snr_and_the_noisiest_are_dropped_and_counted(results):
+    clean, _ = results["clean"]
+    assert min(e["snr_db"] for e in clean["entries"]) > 40
+    noisy, _ = results["household_10db"]
+    snrs = [e["snr_db"] for e in noisy["entries"]]
+    assert 5 < np.median(snrs) < 20, "a 10 dB mix measures near 10 dB"
+    assert noisy["summary"]["snr_db"] == {"median": round(float(np.median(snrs)), 2), "min": min(snrs)}
+    # At 5 dB some clips fall below prepare.min_snr_db: dropped, and counted with the reason.
+    five, _ = results[FIVE_DB]
+    assert all(e["snr_db"] >= SETTINGS.min_snr_db for e in five["entries"])
+    dropped = five["summary"]["dropped_noisy"]
+    assert dropped["count"] > 0 and dropped["duration_s"] > 0
+
+
+def test_a_recording_too_noisy_to_train_on_is_refused_naming_its_snr(tmp_path, speech):
+    source = write_flac(tmp_path / "loud_noise.flac", ns.condition("pink_-3db", speech, seed=5).audio, RATE)
+    with pytest.raises(VoiceTrainError) as info:
+        run_preflight(source, LENIENT)
+    message = str(info.value)
+    assert message.startswith(str(source)) and "\n" not in message
+    assert "too noisy" in message and "SNR" in message and "preflight.min_snr_db" in message
+
+
+def test_hum_rumble_and_dc_offset_do_not_hide_the_speech(tmp_path, speech):
+    """A cheap recorder: mains hum louder than the voice, rumble and a DC offset over clean speech.
+    Preflight judges the speech under them (the old checks refused it: no speech-like level
+    changes), and the clips lose them."""
+    t = np.arange(speech.audio.size) / RATE
+    hum = sum(0.2 / k * np.sin(2 * np.pi * 60.0 * k * t + k) for k in (1, 2, 3, 4, 5))
+    rumble = 0.1 * ns.coloured_noise(t.size, np.random.default_rng(0), 2.0)
+    audio = 0.5 * speech.audio + hum + rumble + 0.05
+    source = write_flac(tmp_path / "cheap.flac", audio / np.abs(audio).max() * 0.9, RATE)
+    marker = run_preflight(source, LENIENT)
+    assert marker["hum"]["mains_hz"] == pytest.approx(60.0, abs=0.1)
+    assert {1, 2, 3} <= set(marker["hum"]["harmonics"])
+    assert marker["dc_offset_dbfs"] > -40 and marker["snr_db"] > 20
+    manifest = prepare_dataset(source, marker, "v", "d", tmp_path / "out", SETTINGS)
+    entry = manifest["entries"][len(manifest["entries"]) // 2]
+    clip, _ = sf.read(entry["target"], dtype="float64")
+    start = round(entry["offset_s"] * RATE)
+    before = sf.read(str(source), dtype="float64")[0][start : start + round(entry["duration_s"] * RATE)]
+
+    def band_db(audio, rate, lo, hi):
+        """Power in [lo, hi) Hz relative to the voice's 300-3000 Hz, in dB."""
+        spectrum = np.abs(np.fft.rfft(audio - (0 if lo < 1 else np.mean(audio)))) ** 2
+        freqs = np.fft.rfftfreq(audio.size, 1 / rate)
+        band = spectrum[(freqs >= lo) & (freqs < hi)].mean()
+        return 10 * np.log10(band / spectrum[(freqs >= 300) & (freqs < 3000)].mean())
+
+    assert abs(np.mean(clip)) < 1e-3 < abs(np.mean(before)), "the DC offset is gone"
+    assert band_db(clip, 32000, 5, 40) < band_db(before, RATE, 5, 40) - 30, "the rumble is gone"
+    for line in (60.0, 120.0, 180.0):
+        drop = band_db(before, RATE, line - 1, line + 1) - band_db(clip, 32000, line - 1, line + 1)
+        assert drop > 20, f"the hum line at {line:g} Hz fell by {drop:.1f} dB only"
