@@ -79,9 +79,12 @@ def prepare_settings():
     import yaml
 
     from voice_train.prepare import PrepareSettings
+    from voice_train.segment import SegmentSettings
 
     config = yaml.safe_load((benchlib.ROOT / "config" / "config.yaml").read_text())
-    return PrepareSettings.from_config(config["prepare"])
+    # A baseline checkout gets the keys it knows (older ones lack the pause detector's and others).
+    known = {*PrepareSettings.__dataclass_fields__, *SegmentSettings.__dataclass_fields__}
+    return PrepareSettings.from_config({k: v for k, v in config["prepare"].items() if k in known})
 
 
 def dataset_digest(out: Path) -> str:
