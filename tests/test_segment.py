@@ -112,16 +112,16 @@ def test_deterministic(levels):
 
 
 def test_no_clip_includes_a_wall_and_speech_is_not_joined_across_one():
-    # Speech 1-5 s and 5.6-9 s with another voice at 5.1-5.5 s: a 0.6 s gap that a clip would span.
+    # Speech 1-4 s and 4.6-7.5 s with another voice at 4.1-4.5 s: a 0.6 s gap that a clip would span.
     levels = np.full(1000, -60.0)
     speech = np.zeros(1000, dtype=bool)
-    for start, end in ((100, 500), (560, 900)):
+    for start, end in ((100, 400), (460, 750)):
         levels[start:end], speech[start:end] = -20.0, True
     walls = np.zeros(1000, dtype=bool)
-    walls[510:550] = True
-    assert speech_runs(speech | walls, min_gap=100, walls=None) == [(100, 900)]
-    assert speech_runs(speech, min_gap=100, walls=walls) == [(100, 500), (560, 900)]
+    walls[410:450] = True
+    assert speech_runs(speech | walls, min_gap=100) == [(100, 750)]
+    assert speech_runs(speech, min_gap=100, walls=walls) == [(100, 400), (460, 750)]
     seg = segment_at_pauses(levels, FRAME_S, SETTINGS, speech, walls)
-    assert [(c.start, c.end) for c in seg.clips] == [(85, 505), (555, 915)]  # pads end halfway to the wall
+    assert [(c.start, c.end) for c in seg.clips] == [(85, 405), (455, 765)]  # pads end halfway to the wall
     unwalled = segment_at_pauses(levels, FRAME_S, SETTINGS, speech)
-    assert [(c.start, c.end) for c in unwalled.clips] == [(85, 915)]
+    assert [(c.start, c.end) for c in unwalled.clips] == [(85, 765)]
