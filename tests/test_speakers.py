@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 import noisy_speech as ns
+from conftest import write_flac
 from voice_train.errors import VoiceTrainError
+from voice_train.preflight import PreflightSettings, run_preflight
+from voice_train.prepare import PrepareSettings, prepare_dataset
+from voice_train.segment import SegmentSettings
 from voice_train.speakers import FRAME_S, SpeakerSettings, embed_clip, screen_speakers, speech_windows
 from voice_train.vad import frame_probabilities, window_probabilities
 
@@ -124,3 +128,62 @@ def test_short_stretches_get_one_centred_window_and_long_ones_are_covered():
     assert windows.start[long].min() == 400 and windows.end[long].max() == 900
     assert np.all(np.diff(windows.start[long]) <= 80)
     assert windows.weight_s.sum() == pytest.approx(5.5)
+
+
+@pytest.fixture(scope="module")
+def prepared_interview(interview, tmp_path_factory):
+    """The interview through preflight and prepare with speaker screening on (clips of 2-10 s)."""
+    recording = interview[0]
+    root = tmp_path_factory.mktemp("interview")
+    source = write_flac(root / "interview.flac", recording.speech.audio, RATE)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    settings = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=10))
+    return prepare_dataset(source, marker, "host", "a host", root / "out", settings, 1, SpeakerSettings())
+
+
+def test_prepare_cuts_clips_of_the_target_only_and_counts_what_it_dropped(interview, prepared_interview):
+    recording, _, target, other, labels = interview
+    manifest = prepared_interview
+    summary = manifest["summary"]
+    assert summary["speakers"]["target"] == "dominant" and summary["speakers"]["target_share"] >= 0.6
+    dropped = summary["dropped_other_speakers"]
+    theirs_s = np.count_nonzero(other) * FRAME_S
+    assert dropped["count"] >= len(recording.other_spans) - 1
+    assert dropped["duration_s"] >= 0.75 * theirs_s
+    clips = [(e["offset_s"], e["offset_s"] + e["duration_s"]) for e in manifest["entries"]]
+    theirs_in_clips = ns.speech_kept_s(clips, recording.other_spans)
+    assert theirs_in_clips <= 0.25 * sum(end - start for start, end in recording.other_spans)
+    for entry in manifest["entries"]:
+        assert entry["speaker_similarity"] >= SpeakerSettings().threshold
+
+
+def test_prepare_keeps_most_of_what_it_keeps_of_the_recording_without_the_others(
+    interview, prepared_interview, tmp_path
+):
+    recording = interview[0]
+    alone = recording.speech.audio.copy()
+    for start, end in recording.other_spans:
+        alone[int(start * RATE) : int(end * RATE)] = 0.0
+    source = write_flac(tmp_path / "alone.flac", alone, RATE)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    settings = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=10))
+    manifest = prepare_dataset(source, marker, "host", "a host", tmp_path / "out", settings)
+
+    def kept_s(entries: list[dict]) -> float:
+        clips = [(e["offset_s"], e["offset_s"] + e["duration_s"]) for e in entries]
+        return ns.speech_kept_s(clips, recording.target_spans)
+
+    assert kept_s(prepared_interview["entries"]) >= 0.85 * kept_s(manifest["entries"])
+
+
+def test_prepare_without_screening_keeps_the_other_voices(interview, tmp_path):
+    recording = interview[0]
+    source = write_flac(tmp_path / "interview.flac", recording.speech.audio, RATE)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    settings = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=10))
+    manifest = prepare_dataset(source, marker, "host", "a host", tmp_path / "out", settings)
+    clips = [(e["offset_s"], e["offset_s"] + e["duration_s"]) for e in manifest["entries"]]
+    theirs_s = sum(end - start for start, end in recording.other_spans)
+    assert ns.speech_kept_s(clips, recording.other_spans) >= 0.5 * theirs_s
+    assert manifest["summary"]["dropped_other_speakers"] is None
+    assert all(e["speaker_similarity"] is None for e in manifest["entries"])
