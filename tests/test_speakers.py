@@ -7,6 +7,8 @@ The speech frames come from the workflow's own voice activity detector.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -187,3 +189,26 @@ def test_prepare_without_screening_keeps_the_other_voices(interview, tmp_path):
     assert ns.speech_kept_s(clips, recording.other_spans) >= 0.5 * theirs_s
     assert manifest["summary"]["dropped_other_speakers"] is None
     assert all(e["speaker_similarity"] is None for e in manifest["entries"])
+
+
+def test_a_missing_encoder_is_one_line_naming_the_install(monkeypatch):
+    from voice_train import speakers
+
+    speakers.load_encoder.cache_clear()
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    try:
+        with pytest.raises(
+            VoiceTrainError, match=r"^resemblyzer: the speaker encoder is not installed.*fix: install"
+        ):
+            speakers.load_encoder()
+    finally:
+        speakers.load_encoder.cache_clear()
+
+
+def test_an_unreadable_reference_is_refused_naming_the_key(tmp_path):
+    from voice_train.prepare import reference_voice
+
+    with pytest.raises(
+        VoiceTrainError, match=r"her\.flac: the speakers\.reference clip cannot be read.*fix: set"
+    ):
+        reference_voice(tmp_path / "her.flac")
