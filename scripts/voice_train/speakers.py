@@ -43,7 +43,7 @@ SEARCH_WINDOWS = 1500
 REFINE_ROUNDS = 5
 INSTALL_FIX = (
     "install the workflow's packages: python scripts/install.py "
-    "(or pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels)"
+    "(or pip install webrtcvad-wheels and pip install --no-deps resemblyzer==0.1.4)"
 )
 
 
