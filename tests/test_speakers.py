@@ -120,6 +120,14 @@ def test_a_reference_clip_names_a_voice_that_does_not_dominate(dialogue):
     assert np.count_nonzero(labels.target & host) / np.count_nonzero(host) <= 0.25
 
 
+def test_a_reference_voice_that_is_not_in_the_recording_is_refused(dialogue):
+    recording, speech = dialogue
+    audio = recording.speech.audio
+    absent = embed_clip(ns.espeak_speech(6, RATE, seed=6, voices=("it+m7",)).audio, RATE)
+    with pytest.raises(VoiceTrainError, match=r"x\.flac: none of its speech is the reference voice's"):
+        screen_speakers(lambda a, b: audio[a:b], RATE, speech, SpeakerSettings(), "x.flac", absent)
+
+
 def test_short_stretches_get_one_centred_window_and_long_ones_are_covered():
     speech = np.zeros(1000, dtype=bool)
     speech[100:150] = True  # 0.5 s
@@ -176,19 +184,6 @@ def test_prepare_keeps_most_of_what_it_keeps_of_the_recording_without_the_others
         return ns.speech_kept_s(clips, recording.target_spans)
 
     assert kept_s(prepared_interview["entries"]) >= 0.85 * kept_s(manifest["entries"])
-
-
-def test_prepare_without_screening_keeps_the_other_voices(interview, tmp_path):
-    recording = interview[0]
-    source = write_flac(tmp_path / "interview.flac", recording.speech.audio, RATE)
-    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
-    settings = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=10))
-    manifest = prepare_dataset(source, marker, "host", "a host", tmp_path / "out", settings)
-    clips = [(e["offset_s"], e["offset_s"] + e["duration_s"]) for e in manifest["entries"]]
-    theirs_s = sum(end - start for start, end in recording.other_spans)
-    assert ns.speech_kept_s(clips, recording.other_spans) >= 0.5 * theirs_s
-    assert manifest["summary"]["dropped_other_speakers"] is None
-    assert all(e["speaker_similarity"] is None for e in manifest["entries"])
 
 
 def test_a_missing_encoder_is_one_line_naming_the_install(monkeypatch):

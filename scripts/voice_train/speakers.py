@@ -257,9 +257,10 @@ def screen_speakers(
 
     ``read(start, stop)`` gives the recording's mono float32 samples at ``sample_rate``;
     ``speech`` is the voice activity detector's verdict per 10 ms frame. The target is ``voice``
-    (an embedding, e.g. ``embed_clip`` of a reference clip) or else the dominant voice; without a
-    reference, a recording whose dominant voice has less than ``settings.min_dominant_share`` of
-    the speech is refused (``VoiceTrainError`` naming ``source``).
+    (an embedding, e.g. ``embed_clip`` of a reference clip) or else the dominant voice. Refused
+    (``VoiceTrainError`` naming ``source``): without a reference, a recording whose dominant
+    voice has less than ``settings.min_dominant_share`` of the speech; with one, a recording
+    where none of the speech is that voice's.
     """
     speech = np.asarray(speech, dtype=bool)
     windows = speech_windows(speech)
@@ -276,9 +277,17 @@ def screen_speakers(
             source,
             f"no voice dominates: the voice that speaks most has {share:.0%} of the speech "
             f"(speakers.min_dominant_share is {settings.min_dominant_share:.0%})",
-            "give a short clip of the voice to keep as speakers.reference, "
-            "or lower speakers.min_dominant_share",
+            "name the voice to keep with a short clip of it in speakers.reference "
+            "(if only one person speaks, lower speakers.threshold)",
         )
     per_frame = frame_similarity(windows, similarity, speech)
     target = speech & (per_frame >= settings.threshold)
+    if named and not target.any():
+        raise VoiceTrainError(
+            source,
+            f"none of its speech is the reference voice's (the closest is {float(similarity.max()):.2f} "
+            f"similar, speakers.threshold is {settings.threshold:g})",
+            "check that speakers.reference is a clip of a voice in this recording, "
+            "or lower speakers.threshold",
+        )
     return SpeakerLabels(target, speech & ~target, per_frame, similarity, windows, voice, share)
