@@ -9,7 +9,7 @@ $(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt 
 		scripts/voice_train/install.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The workflow's set, then audiocraft with --no-deps (its metadata pins torch 2.1 and xformers).
+	# The workflow's set, then audiocraft and resemblyzer with --no-deps (see scripts/install.py).
 	$(BIN)/python scripts/install.py
 	# Tests and linters on top.
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt

@@ -3,3 +3,5 @@
 # audiocraft's own metadata pins torch==2.1.0 and xformers: install it without its deps.
 set -euo pipefail
 python -m pip install --no-deps audiocraft==1.3.0
+# Resemblyzer (speaker screening) asks for webrtcvad from source: webrtcvad-wheels (in the env) has it.
+python -m pip install --no-deps resemblyzer==0.1.4

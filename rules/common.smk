@@ -80,6 +80,17 @@ def manifest_path(voice):
     return f"{dataset_dir(voice)}/voice_dataset_manifest.json"
 
 
+def speaker_reference(wildcards):
+    """The clip that names the voice to keep (speakers.reference), when one is set."""
+    reference = config["speakers"]["reference"]
+    return [reference] if config["speakers"]["enabled"] and reference else []
+
+
+# Speaker screening runs the speaker encoder, which needs torch: prepare then runs in the
+# model rules' env (it has torch, librosa and resemblyzer).
+PREPARE_ENV = "../envs/train.yaml" if config["speakers"]["enabled"] else "../envs/audio.yaml"
+
+
 MODEL_NAME = config["model"]["name"]
 
 

@@ -2,6 +2,7 @@ rule prepare:
     input:
         source=preflight_input,
         marker=f"{PATHS['preflight_dir']}/{{voice}}.json",
+        reference=speaker_reference,
     output:
         manifest=f"{PATHS['dataset_dir']}/{{voice}}/voice_dataset_manifest.json",
         index=f"{PATHS['dataset_dir']}/{{voice}}/data.jsonl",
@@ -13,7 +14,7 @@ rule prepare:
     benchmark:
         f"{BENCH}/prepare/{{voice}}.tsv"
     conda:
-        "../envs/audio.yaml"
+        PREPARE_ENV
     threads: 2  # decoding overlaps analysis; clips are written two at a time
     resources:
         mem_mb=2000,
@@ -21,5 +22,6 @@ rule prepare:
         source=lambda wildcards: source_path(wildcards.voice),
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],
         settings=config["prepare"],
+        speakers=config["speakers"],
     script:
         "../scripts/prepare.py"

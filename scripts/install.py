@@ -4,7 +4,8 @@
 
 Reads requirements.txt and requirements-train.txt, keeps every installed package inside
 its `# accept:` range (e.g. Colab's CUDA torch), installs the pins of the rest with pip,
-then audiocraft with --no-deps, and checks that `import audiocraft.models` works.
+then audiocraft and resemblyzer with --no-deps, and checks that `import audiocraft.models`
+and `import resemblyzer` work.
 """
 
 import argparse

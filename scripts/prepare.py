@@ -6,6 +6,7 @@ from pathlib import Path
 
 from voice_train.prepare import PrepareSettings, prepare_dataset
 from voice_train.rule import run_rule
+from voice_train.speakers import SpeakerSettings
 
 
 def main():
@@ -18,6 +19,7 @@ def main():
         dataset_dir=Path(snakemake.output.manifest).parent,
         settings=PrepareSettings.from_config(snakemake.params.settings),
         threads=snakemake.threads,
+        speakers=SpeakerSettings(**snakemake.params.speakers),
     )
     logging.info("%d clips: %s", manifest["count"], json.dumps(manifest["summary"]))
 

@@ -209,6 +209,86 @@ def espeak_speech(duration_s: float, sample_rate: int, seed: int = 0, voices=VOI
     return Speech(np.concatenate(pieces), sample_rate, spans)
 
 
+@dataclass(frozen=True)
+class Interview:
+    """One target voice with short turns by others: the mix, and who speaks when."""
+
+    speech: Speech  # the mix; its spans are every utterance, whoever speaks it
+    target_spans: list[tuple[float, float]]
+    other_spans: list[tuple[float, float]]
+
+
+def interview(
+    duration_s: float,
+    sample_rate: int,
+    seed: int = 0,
+    target: str = "en-us+m3",
+    others: tuple[str, ...] = ("de+f4", "it+m7"),
+    other_share: float = 0.15,
+) -> Interview:
+    """About ``duration_s`` of an interview: ``target`` talks on in utterances of 3-8 words with
+    natural pauses; now and then one of ``others`` takes a turn of 2-4 s, with a gap of 0.5-1 s
+    before and after it, so that about ``other_share`` of the speech is theirs.
+
+    The target's pitch varies a little (40-60) as a person's does; each other voice keeps its own.
+    The default voices are ones the speaker encoder tells apart from the target (window
+    similarity to the target's voice at most ~0.73, the target's own at least ~0.81); some
+    espeak-ng variants it hardly tells apart (en-gb+f2, de+m1, es+m5, fr+m2: 0.73-0.86).
+    """
+    rng = np.random.default_rng(seed)
+    words = [w for s in SENTENCES for w in s.split()]
+    plan: list[tuple[bool, float]] = []  # (is a turn by another voice, the pause after it)
+    jobs, spoken, theirs = [], 0.0, 0.0
+    while spoken < duration_s:
+        other = theirs < other_share * max(spoken, 1.0) and bool(plan) and not plan[-1][0]
+        if other:
+            n = int(rng.integers(8, 14))  # 2-4 s: espeak-ng speaks faster than its words per minute
+            voice, rate, pitch = others[int(rng.integers(0, len(others)))], int(rng.integers(160, 181)), 50
+            theirs += n * 60 / rate
+        else:
+            n = int(rng.integers(3, 9))
+            voice, rate, pitch = target, int(rng.integers(140, 181)), int(rng.integers(40, 61))
+        start = int(rng.integers(0, len(words) - n))
+        jobs.append((" ".join(words[start : start + n]), voice, rate, pitch))
+        pause = float(rng.uniform(0.5, 1.0)) if other else _pause_s(rng)
+        if other:  # the gap before their turn, too
+            plan[-1] = (False, float(rng.uniform(0.5, 1.0)))
+        plan.append((other, pause))
+        spoken += n * 60 / rate + pause
+    pieces, spans, target_spans, other_spans, pos = [np.zeros(sample_rate // 2, np.float32)], [], [], [], 0.5
+    for audio, (other, pause) in zip(_espeak_many(jobs), plan):
+        audio = soxr.resample(audio, ESPEAK_RATE, sample_rate, quality="HQ").astype(np.float32)
+        audio *= np.float32(0.5 * 10 ** (-rng.uniform(0, 6) / 20) / np.abs(audio).max())
+        span = (pos, pos + audio.size / sample_rate)
+        spans.append(span)
+        (other_spans if other else target_spans).append(span)
+        pieces += [audio, np.zeros(int(round(pause * sample_rate)), np.float32)]
+        pos = span[1] + pieces[-1].size / sample_rate
+    return Interview(Speech(np.concatenate(pieces), sample_rate, spans), target_spans, other_spans)
+
+
+def dialogue(
+    duration_s: float, sample_rate: int, seed: int = 0, voices: tuple[str, str] = ("en-us+m3", "de+f4")
+):
+    """About ``duration_s`` of two voices taking turns of 3-8 words at 0.5-1 s gaps, each with
+    about half the speech (no voice dominates); ``target_spans`` are the first voice's."""
+    rng = np.random.default_rng(seed)
+    words = [w for s in SENTENCES for w in s.split()]
+    jobs = []
+    for turn in range(max(2, int(duration_s / 2.8))):  # ~2.8 s per turn and gap
+        n = int(rng.integers(3, 9))
+        start = int(rng.integers(0, len(words) - n))
+        jobs.append((" ".join(words[start : start + n]), voices[turn % 2], int(rng.integers(150, 181)), 50))
+    pieces, spans, pos = [np.zeros(sample_rate // 2, np.float32)], [], 0.5
+    for audio in _espeak_many(jobs):
+        audio = soxr.resample(audio, ESPEAK_RATE, sample_rate, quality="HQ").astype(np.float32)
+        audio *= np.float32(0.5 / np.abs(audio).max())
+        spans.append((pos, pos + audio.size / sample_rate))
+        pieces += [audio, np.zeros(int(round(rng.uniform(0.5, 1.0) * sample_rate)), np.float32)]
+        pos = spans[-1][1] + pieces[-1].size / sample_rate
+    return Interview(Speech(np.concatenate(pieces), sample_rate, spans), spans[::2], spans[1::2])
+
+
 def demo_speech(duration_s: float, sample_rate: int, seed: int = 0) -> Speech:
     """The demo's synthetic voice, mono; its words are the spans."""
     from voice_train.demo import synthesize_voice

@@ -13,11 +13,14 @@ import yaml
 from voice_train.errors import VoiceTrainError
 from voice_train.install import (
     AUDIOCRAFT_VERSION,
+    NO_DEPS,
     NO_XFORMERS,
+    RESEMBLYZER_VERSION,
     canonical_name,
     check_installed,
     in_range,
     load_requirements,
+    pip_commands,
     plan_install,
     read_requirements,
 )
@@ -121,7 +124,7 @@ def test_check_after_install_names_what_moved():
     assert "torch moved from 2.8.0+cu126 to 2.9.1" in problems
     assert "torchaudio is 2.9.1, not torchaudio==2.8.0" in problems
     assert "xformers 0.0.33 got installed" in problems
-    good = colab(torchaudio="2.8.0", audiocraft=AUDIOCRAFT_VERSION)
+    good = colab(torchaudio="2.8.0", audiocraft=AUDIOCRAFT_VERSION, resemblyzer=RESEMBLYZER_VERSION)
     assert check_installed(plan, good) == []
 
 
@@ -212,10 +215,31 @@ def test_no_xformers_is_required_anywhere():
     assert "xformers" not in names
 
 
-def test_post_deploy_installs_the_installers_audiocraft():
+def test_post_deploy_installs_the_installers_audiocraft_and_resemblyzer():
     script = (ENVS / "train.post-deploy.sh").read_text()
     assert re.findall(r"audiocraft==(\S+)", script) == [AUDIOCRAFT_VERSION]
-    assert "--no-deps" in script
+    assert re.findall(r"resemblyzer==(\S+)", script) == [RESEMBLYZER_VERSION]
+    assert script.count("--no-deps") == 2
+
+
+def test_resemblyzer_goes_in_without_its_deps_and_stays_when_it_fits(tmp_path):
+    fresh = plan_install(REQUIREMENTS, {"pip": "23.2.1"})
+    commands = pip_commands("python", fresh, tmp_path / "c.txt")
+    assert commands[-1][-4:] == [
+        "install",
+        "--no-deps",
+        f"audiocraft=={AUDIOCRAFT_VERSION}",
+        f"resemblyzer=={RESEMBLYZER_VERSION}",
+    ]
+    only = plan_install(REQUIREMENTS, dict(PINS, audiocraft=AUDIOCRAFT_VERSION))
+    assert only.no_deps_specs == [f"resemblyzer=={RESEMBLYZER_VERSION}"] and not only.needs_audiocraft
+    done = plan_install(
+        REQUIREMENTS, dict(PINS, audiocraft=AUDIOCRAFT_VERSION, resemblyzer=RESEMBLYZER_VERSION)
+    )
+    assert done.no_deps_specs == [] and pip_commands("python", done, tmp_path / "c.txt") == []
+    assert "resemblyzer is missing, not 0.1.4" in check_installed(
+        only, dict(PINS, audiocraft=AUDIOCRAFT_VERSION)
+    )
 
 
 # The command line, in this test run's own interpreter.
@@ -238,5 +262,5 @@ def test_dry_run_in_this_venv_keeps_everything():
     lines = proc.stdout.splitlines()
     assert not [line for line in lines if line.lstrip().startswith(("install ", "would run"))], proc.stdout
     kept = {line.split()[1] for line in lines if line.lstrip().startswith("keep ")}
-    assert kept == {r.name for r in REQUIREMENTS} | {"audiocraft"}
+    assert kept == {r.name for r in REQUIREMENTS} | set(NO_DEPS)
     assert lines[-1].startswith(f"dry run: {len(REQUIREMENTS)} to keep, 0 to install")

@@ -109,3 +109,19 @@ def test_deterministic(levels):
     a = segment_at_pauses(levels, FRAME_S, SETTINGS)
     b = segment_at_pauses(levels, FRAME_S, SETTINGS)
     assert a == b
+
+
+def test_no_clip_includes_a_wall_and_speech_is_not_joined_across_one():
+    # Speech 1-4 s and 4.6-7.5 s with another voice at 4.1-4.5 s: a 0.6 s gap that a clip would span.
+    levels = np.full(1000, -60.0)
+    speech = np.zeros(1000, dtype=bool)
+    for start, end in ((100, 400), (460, 750)):
+        levels[start:end], speech[start:end] = -20.0, True
+    walls = np.zeros(1000, dtype=bool)
+    walls[410:450] = True
+    assert speech_runs(speech | walls, min_gap=100) == [(100, 750)]
+    assert speech_runs(speech, min_gap=100, walls=walls) == [(100, 400), (460, 750)]
+    seg = segment_at_pauses(levels, FRAME_S, SETTINGS, speech, walls)
+    assert [(c.start, c.end) for c in seg.clips] == [(85, 405), (455, 765)]  # pads end halfway to the wall
+    unwalled = segment_at_pauses(levels, FRAME_S, SETTINGS, speech)
+    assert [(c.start, c.end) for c in unwalled.clips] == [(85, 765)]

@@ -57,7 +57,7 @@ def coerce_to_schema(value: object, schema: dict) -> object:
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [coerce_to_schema(item, schema["items"]) for item in value]
     wanted = schema.get("type")
-    if wanted not in _SCALAR_TYPES:
+    if not isinstance(wanted, str) or wanted not in _SCALAR_TYPES:  # a list of types: nullable strings
         return value
     if wanted == "boolean":
         if isinstance(value, str):

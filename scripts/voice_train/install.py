@@ -5,8 +5,10 @@ The pinned sets live in ``requirements.txt`` (the light set) and ``requirements-
 within its range is kept (Colab's CUDA torch stays as it is); one missing or outside its
 range gets its pin. torchaudio follows torch's release exactly, since each torchaudio build
 loads only with its own torch. pip runs with a constraints file that holds every kept package at its
-installed version and refuses xformers; audiocraft then goes in with ``--no-deps`` (its
-metadata pins torch 2.1 and xformers).
+installed version and refuses xformers; audiocraft and resemblyzer then go in with ``--no-deps``
+(audiocraft's metadata pins torch 2.1 and xformers; resemblyzer's asks for webrtcvad, built from
+source, where requirements-train.txt has the prebuilt webrtcvad-wheels, and the old ``typing``
+backport).
 
 Only the standard library is imported at import time: this runs before any dependency is
 installed. Version ranges use ``packaging``, or pip's vendored copy of it.
@@ -31,6 +33,9 @@ from .errors import VoiceTrainError
 
 REQUIREMENT_FILES = ("requirements.txt", "requirements-train.txt")
 AUDIOCRAFT_VERSION = "1.3.0"
+RESEMBLYZER_VERSION = "0.1.4"
+# Installed after the set, with --no-deps: their metadata asks for what must not come in.
+NO_DEPS = {"audiocraft": AUDIOCRAFT_VERSION, "resemblyzer": RESEMBLYZER_VERSION}
 MIN_PYTHON = (3, 11)
 # No release is below 0, so pip's resolver fails rather than install xformers for anyone.
 NO_XFORMERS = "xformers<0"
@@ -58,6 +63,7 @@ sys.path.insert(0, {scripts!r})
 from voice_train.compat import setup_audiocraft
 setup_audiocraft("torch")
 import audiocraft.models
+import resemblyzer
 """
 
 
@@ -204,6 +210,21 @@ class Plan:
     steps: tuple[Step, ...]
     audiocraft_installed: str | None
     xformers_installed: str | None
+    resemblyzer_installed: str | None = None
+
+    def no_deps_installed(self) -> dict[str, str | None]:
+        """The installed version of each ``NO_DEPS`` package (None: missing)."""
+        return {"audiocraft": self.audiocraft_installed, "resemblyzer": self.resemblyzer_installed}
+
+    @property
+    def no_deps_specs(self) -> list[str]:
+        """The ``NO_DEPS`` packages to install (missing or another version): ``name==version``."""
+        installed = self.no_deps_installed()
+        return [
+            f"{name}=={version}"
+            for name, version in NO_DEPS.items()
+            if installed[name] is None or not in_range(installed[name], f"=={version}")
+        ]
 
     @property
     def kept(self) -> list[Step]:
@@ -215,8 +236,7 @@ class Plan:
 
     @property
     def needs_audiocraft(self) -> bool:
-        installed = self.audiocraft_installed
-        return installed is None or not in_range(installed, f"=={AUDIOCRAFT_VERSION}")
+        return f"audiocraft=={AUDIOCRAFT_VERSION}" in self.no_deps_specs
 
     def constraints(self) -> str:
         """pip constraints: every kept package at its installed version, and no new xformers."""
@@ -262,6 +282,7 @@ def plan_install(requirements: Iterable[Requirement], installed: Mapping[str, st
         steps=tuple(steps[requirement.key] for requirement in requirements),
         audiocraft_installed=installed.get("audiocraft"),
         xformers_installed=installed.get("xformers"),
+        resemblyzer_installed=installed.get("resemblyzer"),
     )
 
 
@@ -275,9 +296,10 @@ def check_installed(plan: Plan, installed: Mapping[str, str]) -> list[str]:
             problems.append(f"{name} moved from {step.installed} to {now}")
         elif not step.keep and (now is None or not in_range(now, step.wanted)):
             problems.append(f"{name} is {now or 'missing'}, not {step.spec}")
-    audiocraft = installed.get("audiocraft")
-    if audiocraft is None or not in_range(audiocraft, f"=={AUDIOCRAFT_VERSION}"):
-        problems.append(f"audiocraft is {audiocraft or 'missing'}, not {AUDIOCRAFT_VERSION}")
+    for name, version in NO_DEPS.items():
+        now = installed.get(name)
+        if now is None or not in_range(now, f"=={version}"):
+            problems.append(f"{name} is {now or 'missing'}, not {version}")
     if plan.xformers_installed is None and "xformers" in installed:
         problems.append(f"xformers {installed['xformers']} got installed")
     return problems
@@ -292,21 +314,23 @@ def describe(plan: Plan) -> list[str]:
             lines.append(f"  keep     {step.requirement.name:<{width}}{step.installed}")
         else:
             lines.append(f"  install  {step.spec:<{width + 10}}({step.why})")
-    audiocraft = f"audiocraft=={AUDIOCRAFT_VERSION}"
-    if plan.needs_audiocraft:
-        lines.append(f"  install  {audiocraft:<{width + 10}}(--no-deps)")
-    else:
-        lines.append(f"  keep     {'audiocraft':<{width}}{plan.audiocraft_installed}")
+    for name, installed in plan.no_deps_installed().items():
+        spec = f"{name}=={NO_DEPS[name]}"
+        if spec in plan.no_deps_specs:
+            lines.append(f"  install  {spec:<{width + 10}}(--no-deps)")
+        else:
+            lines.append(f"  keep     {name:<{width}}{installed}")
     return lines
 
 
 def pip_commands(python: str, plan: Plan, constraints: Path) -> list[list[str]]:
-    """The pip runs that carry out ``plan``: the set under constraints, then audiocraft alone."""
+    """The pip runs that carry out ``plan``: the set under constraints, then the ``NO_DEPS``
+    packages without their dependencies."""
     commands = []
     if plan.install_specs:
         commands.append([python, "-m", "pip", "install", *plan.install_specs, "-c", str(constraints)])
-    if plan.needs_audiocraft:
-        commands.append([python, "-m", "pip", "install", "--no-deps", f"audiocraft=={AUDIOCRAFT_VERSION}"])
+    if plan.no_deps_specs:
+        commands.append([python, "-m", "pip", "install", "--no-deps", *plan.no_deps_specs])
     return commands
 
 
@@ -351,13 +375,16 @@ def ensure_pip(python: str) -> str:
 
 
 def smoke_check(python: str, scripts: Path) -> None:
-    """``import audiocraft.models`` in the target, with our xformers stand-in registered."""
+    """``import audiocraft.models`` and ``import resemblyzer`` in the target, with our xformers
+    stand-in registered."""
     proc = subprocess.run([python, "-c", _SMOKE.format(scripts=str(scripts))], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VoiceTrainError(
-            python, f"`import audiocraft.models` fails after installing: {last}", "see the traceback above"
+            python,
+            f"`import audiocraft.models, resemblyzer` fails after installing: {last}",
+            "see the traceback above",
         )
 
 
@@ -406,22 +433,22 @@ def install(root: Path, python: str, dry_run: bool = False, say: Callable[[str],
                 say(f"would run: {shlex.join(command)}")
             if plan.install_specs:
                 say(f"with {constraints.name}: {' '.join(plan.constraints().split())}")
-            to_install = len(plan.install_specs) + plan.needs_audiocraft
+            to_install = len(plan.install_specs) + len(plan.no_deps_specs)
             say(f"dry run: {len(plan.kept)} to keep, {to_install} to install; nothing changed")
             return plan
         for command in commands:
             say(f"running: {shlex.join(command)}")
             _run_pip(command)
-    if plan.install_specs and plan.audiocraft_installed:
-        say("(pip's complaints about audiocraft's own requirements are expected: it goes in with --no-deps)")
+    if plan.install_specs and (plan.audiocraft_installed or plan.resemblyzer_installed):
+        say("(pip's complaints about audiocraft's or resemblyzer's own requirements are expected: --no-deps)")
 
     problems = check_installed(plan, probe(python)["packages"])
     if problems:
         raise VoiceTrainError(python, "after pip, " + "; ".join(problems), "read pip's output above")
     smoke_check(python, Path(root) / "scripts")
-    installed = len(plan.install_specs) + plan.needs_audiocraft
+    installed = len(plan.install_specs) + len(plan.no_deps_specs)
     say(
         f"voice-train install: done in {time.monotonic() - started:.0f} s; kept {len(plan.kept)}, "
-        f"installed {installed}; audiocraft {AUDIOCRAFT_VERSION} imports (torch attention)"
+        f"installed {installed}; audiocraft {AUDIOCRAFT_VERSION} (torch attention) and resemblyzer import"
     )
     return plan

@@ -4,9 +4,11 @@ Streamed passes keep memory flat however long the recording. The first decodes, 
 and resamples to the model's rate, takes out what is not voice (DC offset and rumble with a
 high-pass, mains hum with notches; see ``filters``), and spools the float32 samples to a
 temporary raw file while measuring frame levels and loudness. The voice activity detector
-then reads the spool (``vad``), and the clips are cut in its pauses (``segment``). Each
-clip's SNR is measured against the noise around it (``noise``); the last pass cuts each clip
-that is kept out of the spool, applies its gain and writes it as FLAC.
+then reads the spool (``vad``). With ``speakers.enabled``, the speech is screened for voices
+(``speakers``): only the target voice's speech is cut into clips, and other voices' speech is a
+wall no clip spans. The clips are cut in the pauses (``segment``). Each clip's SNR is measured
+against the noise around it (``noise``); the last pass cuts each clip that is kept out of the
+spool, applies its gain and writes it as FLAC.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .audio import FramePower, amplitude_db, iter_mono_resampled, read_excerpts, to_db
+from .audio import FramePower, amplitude_db, downmix, iter_mono_resampled, read_excerpts, to_db
 from .errors import VoiceTrainError
 from .filters import EXCERPT_S, EXCERPTS, Hum, SpeechFilter, find_hum
 from .fsutil import atomic_dir, sha256_file, write_json_atomic, write_text_atomic
 from .loudness import STEP_S, LoudnessMeter, gated_loudness
 from .noise import span_snr_db
 from .progress import progress
-from .segment import Clip, SegmentSettings, segment_at_pauses
+from .segment import Clip, SegmentSettings, segment_at_pauses, speech_runs, speech_threshold_db
+from .speakers import STRETCH_GAP_S, SpeakerLabels, SpeakerSettings, embed_clip, screen_speakers
 from .vad import frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,7 @@ def prepare_dataset(
     dataset_dir: str | Path,
     settings: PrepareSettings,
     threads: int = 1,
+    speakers: SpeakerSettings | None = None,
 ) -> dict:
     """Write clips, per-clip info, ``data.jsonl`` and the manifest under ``dataset_dir``.
 
@@ -158,7 +162,8 @@ def prepare_dataset(
     refused. Clips go to ``dataset_dir/clips`` (replaced as a whole, atomically), and the
     manifest is written last, so a manifest on disk always describes complete clips.
     ``threads`` > 1 overlaps decoding with analysis and writes that many clips at a time;
-    the outputs are the same bytes for any ``threads``. Returns the manifest.
+    the outputs are the same bytes for any ``threads``. With ``speakers`` enabled, only the
+    target voice's speech makes clips (see ``screen_voices``). Returns the manifest.
     """
     source, dataset_dir = Path(source), Path(dataset_dir)
     if sha256_file(source) != marker["sha256"]:
@@ -178,8 +183,17 @@ def prepare_dataset(
         analysis = analyse_to_spool(source, spool, sr, threads, SpeechFilter(sr, settings.highpass_hz, hum))
         frame_db = analysis.frame_db
         speech = detect_speech(spool, analysis, settings, threads)
-        seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, speech)
-        active = speech if speech is not None else frame_db > seg.threshold_db
+        if speech is None:
+            active = frame_db > speech_threshold_db(frame_db, settings.segment.pause_threshold_db)
+        else:
+            active = speech
+        voices = None
+        if speakers is not None and speakers.enabled:
+            voices = screen_voices(source, spool, analysis, active, speakers, sr)
+        if voices is None:
+            seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, speech)
+        else:
+            seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, voices.target, voices.other)
         context = int(round(SNR_CONTEXT_S / FRAME_S))
         snrs = [span_snr_db(analysis.frame_power, active, c.start, c.end, context) for c in seg.clips]
         kept = [(c, snr) for c, snr in zip(seg.clips, snrs) if snr >= settings.min_snr_db]
@@ -213,6 +227,7 @@ def prepare_dataset(
                 "gain_db": round(gain_db, 2),
                 "speech_ratio": round(clip.speech_frames / max(1, clip.frames), 3),
                 "snr_db": round(snr, 2),
+                "speaker_similarity": None if voices is None else clip_similarity(voices, clip),
                 "forced_cut": clip.forced_cut,
             }
 
@@ -239,7 +254,7 @@ def prepare_dataset(
         "count": len(entries),
         "summary": {
             "source_duration_s": round(analysis.samples / sr, 3),
-            "speech_duration_s": round(seg.speech_frames * FRAME_S, 3),
+            "speech_duration_s": round(np.count_nonzero(active) * FRAME_S, 3),
             "kept_duration_s": round(sum(e["duration_s"] for e in entries), 3),
             "train": _split_summary(entries, "train"),
             "valid": _split_summary(entries, "valid"),
@@ -247,6 +262,8 @@ def prepare_dataset(
             "dropped_short": _summary(seg.dropped_short, FRAME_S),
             "dropped_silent": _summary(seg.dropped_silent, FRAME_S),
             "dropped_noisy": _summary(noisy, FRAME_S),
+            "dropped_other_speakers": None if voices is None else _other_speakers(voices),
+            "speakers": None if voices is None else _speakers_summary(voices, speakers),
             "snr_db": {"median": round(float(np.median(kept_snrs)), 2), "min": round(min(kept_snrs), 2)},
             "pause_detector": settings.pause_detector,
             "pause_threshold_dbfs": round(seg.threshold_db, 2) if speech is None else None,
@@ -257,6 +274,55 @@ def prepare_dataset(
     }
     write_json_atomic(manifest_path, manifest)
     return manifest
+
+
+def screen_voices(
+    source: Path, spool: Path, analysis: Analysis, speech: np.ndarray, speakers: SpeakerSettings, rate: int
+) -> SpeakerLabels:
+    """Which speech frames are the target voice's (``speakers.screen_speakers`` over the spool):
+    the dominant voice's, or that of the clip at ``speakers.reference``."""
+    voice = reference_voice(Path(speakers.reference)) if speakers.reference else None
+    read = lambda start, stop: read_spool(spool, start, min(stop, analysis.samples))  # noqa: E731
+    return screen_speakers(read, rate, speech, speakers, source, voice)
+
+
+def reference_voice(path: Path) -> np.ndarray:
+    """The voice embedding of a reference clip, over the speech the voice activity detector
+    finds in it; a missing, unreadable or speechless clip is refused naming the fix."""
+    fix = "set speakers.reference to a clip (any format soundfile reads) of the voice to keep, or to null"
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (OSError, sf.LibsndfileError) as exc:
+        raise VoiceTrainError(path, f"the speakers.reference clip cannot be read ({exc})", fix) from exc
+    mono = downmix(audio)
+    probabilities = window_probabilities(lambda a, b: mono[a:b], mono.size, rate)
+    speech = frame_probabilities(probabilities, int(mono.size / rate / FRAME_S), FRAME_S) >= 0.5
+    if not speech.any():
+        raise VoiceTrainError(path, "the speakers.reference clip holds no speech", fix)
+    return embed_clip(mono, rate, speech)
+
+
+def clip_similarity(voices: SpeakerLabels, clip: Clip) -> float | None:
+    """Mean similarity of a clip's target speech to the target voice (None without any)."""
+    values = voices.frame_similarity[clip.start : clip.end][voices.target[clip.start : clip.end]]
+    return round(float(values.mean()), 3) if values.size else None
+
+
+def _other_speakers(voices: SpeakerLabels) -> dict:
+    """What screening left out: the other voices' turns (runs of their speech) and their seconds."""
+    turns = speech_runs(voices.other, int(round(STRETCH_GAP_S / FRAME_S)))
+    return {"count": len(turns), "duration_s": round(voices.other_s, 3)}
+
+
+def _speakers_summary(voices: SpeakerLabels, speakers: SpeakerSettings) -> dict:
+    return {
+        "target": "reference" if speakers.reference else "dominant",
+        "reference": speakers.reference,
+        "target_share": round(voices.dominant_share, 3),
+        "threshold": speakers.threshold,
+        "target_speech_s": round(voices.target_s, 3),
+        "other_speech_s": round(voices.other_s, 3),
+    }
 
 
 def find_source_hum(source: Path) -> Hum | None:

@@ -6,6 +6,7 @@ derived from the recording's own speech level). The output is a list of clips in
 Cuts are placed only inside pauses (runs of frames without speech), so no clip starts or ends
 mid-word. Only when a stretch of continuous speech is longer than the maximum clip length is a
 clip cut inside it, in its quietest half second, and such clips are marked ``forced_cut``.
+Frames marked as walls (another speaker's speech) are in no clip: clips end before them.
 """
 
 from __future__ import annotations
@@ -73,14 +74,18 @@ def speech_threshold_db(frame_db: np.ndarray, relative_db: float) -> float:
     return max(speech_level + relative_db, min(floor + 6.0, speech_level - 10.0))
 
 
-def speech_runs(active: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
-    """Runs ``[start, end)`` of active frames, merging runs separated by fewer than ``min_gap`` frames."""
+def speech_runs(active: np.ndarray, min_gap: int, walls: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Runs ``[start, end)`` of active frames, merging runs separated by fewer than ``min_gap`` frames
+    (but never across a frame of ``walls``)."""
     padded = np.concatenate([[False], active, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     runs = [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
     merged: list[tuple[int, int]] = []
     for start, end in runs:
-        if merged and start - merged[-1][1] < min_gap:
+        joins = bool(merged) and start - merged[-1][1] < min_gap
+        if joins and walls is not None:
+            joins = not walls[merged[-1][1] : start].any()
+        if joins:
             merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))
@@ -118,20 +123,37 @@ def _split_long_run(quiet_db: np.ndarray, start: int, end: int, min_len: int, ma
 
 
 class _Pieces:
-    """Speech pieces ``[start, end)`` in order, with the padded bounds of any span of them."""
+    """Speech pieces ``[start, end)`` in order, with the padded bounds of any span of them.
 
-    def __init__(self, pieces: list[tuple[int, int]], n_frames: int, pad: int) -> None:
+    ``walls`` (sorted frame indices) are frames no clip may include: the gap beside a piece
+    ends at the nearest wall frame.
+    """
+
+    def __init__(self, pieces: list[tuple[int, int]], n_frames: int, pad: int, walls: np.ndarray) -> None:
         self.starts = [a for a, _ in pieces]
         self.ends = [b for _, b in pieces]
         self.n_frames = n_frames
         self.pad = pad
+        self.walls = walls
 
     def gap_before(self, i: int) -> int:
-        return self.starts[i] - (self.ends[i - 1] if i > 0 else 0)
+        edge = self.ends[i - 1] if i > 0 else 0
+        k = int(np.searchsorted(self.walls, self.starts[i])) - 1
+        if k >= 0 and self.walls[k] >= edge:
+            edge = int(self.walls[k]) + 1
+        return self.starts[i] - edge
 
     def gap_after(self, j: int) -> int:
         nxt = self.starts[j + 1] if j + 1 < len(self.starts) else self.n_frames
+        k = int(np.searchsorted(self.walls, self.ends[j]))
+        if k < self.walls.size:
+            nxt = min(nxt, int(self.walls[k]))
         return nxt - self.ends[j]
+
+    def walled(self, i: int) -> bool:
+        """True when a wall lies between piece ``i - 1`` and piece ``i``."""
+        k = int(np.searchsorted(self.walls, self.ends[i - 1]))
+        return k < self.walls.size and self.walls[k] < self.starts[i]
 
     def bounds(self, i: int, j: int) -> tuple[int, int]:
         """Frames of a clip spanning pieces i..j, padded by up to half the pause on each side."""
@@ -187,7 +209,11 @@ def _partition_group(
 
 
 def segment_at_pauses(
-    frame_db: np.ndarray, frame_s: float, settings: SegmentSettings, speech: np.ndarray | None = None
+    frame_db: np.ndarray,
+    frame_s: float,
+    settings: SegmentSettings,
+    speech: np.ndarray | None = None,
+    walls: np.ndarray | None = None,
 ) -> Segmentation:
     """Segment a recording, given the level of each ``frame_s``-long frame in dB.
 
@@ -196,7 +222,8 @@ def segment_at_pauses(
     lie within ``[min_clip_s, max_clip_s]``, whose boundaries fall in pauses (or, for over-long
     continuous speech, in its quietest stretch), and which never span a pause longer than
     ``max_inner_pause_s``. Speech too short to make a clip on its own and clips that are
-    mostly silence are reported as dropped.
+    mostly silence are reported as dropped. ``walls`` (one bool per frame, e.g. another
+    speaker's speech) are frames no clip includes: they split the recording like long pauses.
     """
     frame_db = np.asarray(frame_db, dtype=np.float64)
 
@@ -212,14 +239,18 @@ def segment_at_pauses(
     # on either side of such a cut touch (zero gap), which is how forced cuts are recognised.
     pieces: list[tuple[int, int]] = []
     quiet_db = stretch_db(frame_db, to_frames(FORCED_CUT_STRETCH_S))
-    for start, end in speech_runs(active, to_frames(settings.min_pause_s)):
+    walls = None if walls is None else np.asarray(walls, dtype=bool)
+    for start, end in speech_runs(active, to_frames(settings.min_pause_s), walls):
         edges = [start, *_split_long_run(quiet_db, start, end, min_len, max_len - 2 * pad), end]
         pieces.extend(zip(edges[:-1], edges[1:]))
-    table = _Pieces(pieces, frame_db.size, pad)
+    wall_frames = np.flatnonzero(walls) if walls is not None else np.zeros(0, dtype=np.int64)
+    table = _Pieces(pieces, frame_db.size, pad, wall_frames)
 
-    # Long pauses are hard boundaries: clips never span them.
+    # Long pauses and walls are hard boundaries: clips never span them.
     long_pause = to_frames(settings.max_inner_pause_s)
-    group_starts = [0] + [i for i in range(1, len(pieces)) if table.gap_before(i) >= long_pause]
+    group_starts = [0] + [
+        i for i in range(1, len(pieces)) if table.gap_before(i) >= long_pause or table.walled(i)
+    ]
     group_ends = [g - 1 for g in group_starts[1:]] + [len(pieces) - 1]
 
     kept, short, silent = [], [], []
