@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from conftest import copy_workflow, report_fields, snakemake
+from conftest import ROOT, copy_workflow, report_fields, snakemake
 from fakehub import MUSICGEN, build_fake_hub
 from voice_train import compat, presets, tokens
 from voice_train.batches import Batcher, text_seed
@@ -194,3 +198,28 @@ def test_the_real_config_runs_end_to_end_offline(tmp_path, codec, low_vram):
         assert rate == 32000 and len(audio) == pytest.approx(32000, abs=700)
     train_log = (workdir / "results/logs/train/nan.log").read_text()
     assert ("LoRA rank 16" if low_vram else "full fine-tuning") in train_log
+
+
+@pytest.mark.workflow
+def test_the_gpu_rehearsal_script_runs_on_the_cpu(tmp_path):
+    """bench/gpu_rehearsal.py, the real-structure rehearsal meant for a GPU, on the CPU with the tiny
+    LM: both modes (full fine-tuning with checkpointing and accumulation, low_vram) train, offline."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu_rehearsal.py",
+            *("--dims", "tiny", "--steps", "2", "--device", "cpu", "--precisions", "auto"),
+            *("--segment", "2", "--batch", "2"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    summary = json.loads(next(line for line in lines if '"bench": "gpu_rehearsal"' in line))
+    assert [run.get("refused") for run in summary["runs"]] == [None, None]
+    for run in summary["runs"]:
+        assert math.isfinite(run["final_loss"]) and run["steps_per_s"] > 0, run
