@@ -117,7 +117,7 @@ def child_preflight(args) -> dict:
     from voice_train.preflight import PreflightSettings, run_preflight
 
     t0 = time.perf_counter()
-    marker = run_preflight(args.source, PreflightSettings(min_bytes=1, min_duration_s=30))
+    marker = run_preflight(args.source, PreflightSettings(min_bytes=1, min_duration_s=30), threads=2)
     return {"wall_s": time.perf_counter() - t0, "snr_db": marker.get("snr_db")}
 
 

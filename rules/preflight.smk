@@ -9,7 +9,7 @@ rule preflight:
         f"{BENCH}/preflight/{{voice}}.tsv"
     conda:
         "../envs/audio.yaml"
-    threads: 1
+    threads: 2  # decoding runs ahead of the level analysis
     resources:
         mem_mb=1000,
     params:

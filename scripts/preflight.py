@@ -6,7 +6,8 @@ from voice_train.rule import run_rule
 
 
 def main():
-    marker = run_preflight(snakemake.params.source, PreflightSettings(**snakemake.params.settings))
+    settings = PreflightSettings(**snakemake.params.settings)
+    marker = run_preflight(snakemake.params.source, settings, threads=snakemake.threads)
     marker["voice"] = snakemake.wildcards.voice
     write_json_atomic(snakemake.output.marker, marker)
 
