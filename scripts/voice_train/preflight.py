@@ -339,7 +339,7 @@ def run_preflight(path: str | Path, settings: PreflightSettings, threads: int = 
         "rms_dbfs": round(float(to_db(stats.mean_square)), 2),
         "dc_offset_dbfs": round(amplitude_db(stats.dc_offset), 2),
         "highpass_hz": VOICE_HIGHPASS_HZ,
-        "hum": None if hum is None else {"mains_hz": hum.mains_hz, "harmonics": list(hum.harmonics)},
+        "hum": None if hum is None else asdict(hum) | {"harmonics": list(hum.harmonics)},
         "loud_dbfs": round(loud_db, 2),
         "quiet_dbfs": round(quiet_db, 2),
         "dynamic_range_db": round(dynamic_range_db, 2),

@@ -177,7 +177,7 @@ def prepare_dataset(
     step = int(round(sr * STEP_S))
     manifest_path = dataset_dir / "voice_dataset_manifest.json"
     clips_dir = dataset_dir / "clips"
-    hum = find_source_hum(source) if settings.remove_hum else None
+    hum = source_hum(source, marker) if settings.remove_hum else None
     with atomic_dir(clips_dir) as staging:
         spool = staging / ".resampled.f32"
         analysis = analyse_to_spool(source, spool, sr, threads, SpeechFilter(sr, settings.highpass_hz, hum))
@@ -325,8 +325,13 @@ def _speakers_summary(voices: SpeakerLabels, speakers: SpeakerSettings) -> dict:
     }
 
 
-def find_source_hum(source: Path) -> Hum | None:
-    """Mains hum in ``source``, from the excerpts preflight listens to (see ``filters.find_hum``)."""
+def source_hum(source: Path, marker: dict) -> Hum | None:
+    """Mains hum in ``source``: what preflight found and wrote in its marker (``hum``), or, for a
+    marker written before preflight looked for hum, found again the same way (``filters.find_hum``
+    on the same excerpts)."""
+    if "hum" in marker:
+        found = marker["hum"]
+        return None if found is None else Hum(**found | {"harmonics": tuple(found["harmonics"])})
     rate = sf.info(str(source)).samplerate
     return find_hum(read_excerpts(source, EXCERPT_S, EXCERPTS), rate)
 
