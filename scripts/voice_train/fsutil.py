@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
+# How a Git LFS pointer file begins: a checkout without `git lfs pull` holds these instead of audio.
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:

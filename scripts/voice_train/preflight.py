@@ -29,14 +29,13 @@ from .audio import (
 )
 from .errors import VoiceTrainError
 from .filters import EXCERPT_S, EXCERPTS, VOICE_HIGHPASS_HZ, Hum, SpeechFilter, find_hum
-from .fsutil import sha256_file
+from .fsutil import LFS_POINTER_PREFIX, sha256_file
 from .noise import recording_snr_db
 from .vad import VAD_RATE, frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
 
 MARKER_SCHEMA = "voice_preflight/1"
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 # A sample at or above this magnitude counts as clipped (-0.01 dBFS).
 CLIP_LEVEL = 0.999
 # Level statistics use 50 ms frames: short enough to see pauses between words.

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ERROR_PREFIX
-from .fsutil import read_json, sha256_file, write_text_atomic
-from .preflight import LFS_POINTER_PREFIX
+from .fsutil import LFS_POINTER_PREFIX, read_json, sha256_file, write_text_atomic
 
 HEADER = "=== COLAB TRAIN REPORT ==="
 NA = "N/A"
