@@ -140,14 +140,18 @@ def _long_recording(path: Path, voice: np.ndarray, minutes: float) -> Path:
     return path
 
 
-def test_a_three_hour_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
-    """Peak memory of preflight + prepare on 3 hours stays within 1.5x that on 10 minutes."""
+def test_an_hour_long_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
+    """Peak memory of preflight + prepare grows by less than 40 MB from 10 minutes to an hour.
+
+    Holding the decoded hour (8 kHz float32) would add 96 MB more than holding 10 minutes; the
+    level arrays, the only things that should grow, add ~3 MB. For 3 hours:
+    bench/prepare_bench.py --rss-minutes 10 180 (bench/README.md)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     peaks = {}
-    for minutes in (10, 180):
+    for minutes in (10, 60):
         source = _long_recording(tmp_path / f"{minutes}.flac", voice_48k_stereo, minutes)
         proc = subprocess.run(
             [sys.executable, "-c", _PREPARE_RSS, str(source), str(tmp_path / f"out{minutes}")],
@@ -160,5 +164,5 @@ def test_a_three_hour_recording_keeps_memory_flat(tmp_path, voice_48k_stereo):
         assert result["kept_s"] > minutes * 60 * 0.5, "most of the recording became clips"
         peaks[minutes] = result["peak_mb"]
         source.unlink()
-    # 18x the audio: only the level arrays grow (measured: 127 MB at 10 min, 141 MB at 180).
-    assert peaks[180] < 1.5 * peaks[10], peaks
+    # Measured (2026-11-30, this 2-core VM): 198 MB at 10 minutes, 201 MB at 60.
+    assert peaks[60] - peaks[10] < 40, peaks
