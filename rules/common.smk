@@ -152,6 +152,15 @@ def sample_paths(voice):
     return [f"{PATHS['samples_dir']}/{voice}/{kind}.wav" for kind in ("text", "continuation")]
 
 
+def evaluation_path(voice):
+    return f"{PATHS['eval_dir']}/{voice}/voice_eval.json"
+
+
+def sample_settings_for_evaluate():
+    """The sample keys evaluate reuses (prompt length and sampling): only these rerun it."""
+    return {key: config["sample"][key] for key in ("prompt_s", "top_k", "temperature", "cfg_coef")}
+
+
 def voice_outputs(voice):
     """Every file the workflow makes for ``voice``: rule ``all`` asks for each of them.
 
@@ -173,6 +182,7 @@ def voice_outputs(voice):
         loss_plot_path(voice),
         *sample_paths(voice),
         listen_page_path(voice),
+        evaluation_path(voice),
     ]
 
 
@@ -187,6 +197,7 @@ def voice_files():
             status_mirror=f"{state_dir(v)}/train_status.json",
             checkpoint_file=checkpoint_path(v),
             samples=tuple(sample_paths(v)),
+            evaluation=evaluation_path(v),
         )
         for v in VOICES
     ]
