@@ -21,6 +21,7 @@ number). Generation is seeded, so a rerun gives the same numbers.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -282,13 +283,18 @@ def headline(result: dict) -> str:
     )
 
 
+def _since(start: float) -> float:
+    return time.monotonic() - start
+
+
 def demo_note(model_name: str, steps: object) -> str:
     """What a random-init preset's figures mean (the demo's ``tiny``)."""
     return (
         f"model.name is {model_name!r}, a randomly initialised demo model trained for {steps} steps: "
-        "its samples are not speech yet, so their similarity sits near the floor of this measure "
-        "(what any sound that is not her voice scores). The figures show that the measure runs, not "
-        "what a fine-tune of a real model reaches."
+        "its samples are not speech (its codec is random too, and decodes any codes to much the same "
+        "sound), so the fine-tuned and the base model's samples both score near the floor of this "
+        "measure, what a sound that is not her voice scores. The figures show that the measure runs, "
+        "not what a fine-tune of a real model reaches; the ceiling is what her own voice scores."
     )
 
 
@@ -355,7 +361,11 @@ def evaluate_voice(
     if not manifest["entries"]:
         raise VoiceTrainError("manifest", "has no clips to take the voice from", "check the prepare step")
     plan = plan_clips(manifest["entries"], settings.samples, settings.prompt_s)
+    started = time.monotonic()
     voice_print = reference_voice(plan.reference)
+    log.info("the voice: %d %s clips (%.1f s)", len(plan.reference), plan.reference_split, _since(started))
+    for note in plan.notes:
+        log.info("note: %s", note)
     prompts, prompt_rate, ceiling = read_prompts(plan, settings)
     names = [e["target"] for e in plan.prompts]
     compat.setup_audiocraft(attention_backend)
@@ -365,11 +375,21 @@ def evaluate_voice(
         ("finetuned", lambda: load_finetuned(checkpoint, base_model, device=device)),
         ("base", lambda: load_base(base_model, device=device)),
     ):
+        began = time.monotonic()
         model = load()
         pieces = generate_pieces(model, description, prompts, prompt_rate, names, settings)
+        generated = _since(began)
         groups[group] = score_pieces(pieces, model.sample_rate, voice_print)
         del model
+        log.info(
+            "%s: %d samples, loaded and generated in %.1f s, scored in %.1f s",
+            group,
+            len(pieces),
+            generated,
+            _since(began) - generated,
+        )
     groups["ceiling"] = score_pieces(ceiling, prompt_rate, voice_print) if ceiling else None
+    log.info("evaluated in %.1f s", _since(started))
     note = demo_note(model_name, status.get("step")) if is_random_preset(model_name) else None
     meta = {
         "model": model_name,
