@@ -32,12 +32,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "voice_eval/1"
 GROUPS = ("finetuned", "base", "ceiling")
-KINDS = ("text", "continuation")
 # The sample settings that evaluate reuses (its prompts and its sampling).
 SAMPLE_KEYS = ("prompt_s", "top_k", "temperature", "cfg_coef")
 MIN_TAIL_S = 1.0  # a prompt clip needs this much real audio after the prompt (the ceiling's piece)
 MIN_SPEECH_S = 0.5  # less detected speech than this: the whole piece is embedded
-ENCODER = "resemblyzer 0.1.4 GE2E voice encoder (cosine similarity of utterance embeddings)"
+ENCODER = "Resemblyzer GE2E voice encoder (cosine similarity of voice embeddings)"
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,8 @@ def score_pieces(pieces: list[Piece], sample_rate: int, voice: np.ndarray) -> di
 
 
 def read_prompts(plan: ClipPlan, settings: EvaluateSettings) -> tuple[np.ndarray, int, list[Piece]]:
-    """The prompts as one batch ``(n, samples)`` at the clips' rate, and the ceiling's pieces."""
+    """The prompts as one array ``(prompts, samples)`` at the clips' rate, that rate, and the
+    ceiling's pieces (each prompt clip's own audio after its prompt)."""
     prompts, ceiling, rate = [], [], 0
     for i, entry in enumerate(plan.prompts):
         audio, rate = read_mono(entry["target"])
