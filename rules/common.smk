@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from voice_train.cluster import cluster_nodes, request_of, unrunnable  # noqa: E402
 from voice_train.config import coerce_to_schema, config_problems  # noqa: E402
+from voice_train.evaluate import SAMPLE_KEYS  # noqa: E402
 from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
 from voice_train.train import CHECKPOINT_NAME  # noqa: E402
@@ -158,7 +159,7 @@ def evaluation_path(voice):
 
 def sample_settings_for_evaluate():
     """The sample keys evaluate reuses (prompt length and sampling): only these rerun it."""
-    return {key: config["sample"][key] for key in ("prompt_s", "top_k", "temperature", "cfg_coef")}
+    return {key: config["sample"][key] for key in SAMPLE_KEYS}
 
 
 def voice_outputs(voice):

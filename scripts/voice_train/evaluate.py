@@ -256,12 +256,12 @@ def _mono(wav) -> np.ndarray:
     return wav.float().mean(dim=0).cpu().numpy()
 
 
-def format_similarity(summary: dict | None) -> str:
+def format_similarity(summary: dict | None, sign: str = "+/-", missing: str = "N/A") -> str:
     """A group's figure as the report block writes it: ``0.612 +/- 0.041 (n=8)`` (mean, standard
-    deviation, count), or ``N/A``."""
+    deviation, count), or ``missing``."""
     if not summary:
-        return "N/A"
-    return f"{summary['mean']:.3f} +/- {summary['std']:.3f} (n={summary['n']})"
+        return missing
+    return f"{summary['mean']:.3f} {sign} {summary['std']:.3f} (n={summary['n']})"
 
 
 def group_figures(result: dict | None) -> dict[str, str]:

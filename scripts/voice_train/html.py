@@ -11,6 +11,7 @@ import os
 from html import escape
 from pathlib import Path
 
+from .evaluate import format_similarity
 from .fsutil import read_json, write_text_atomic
 
 _STYLE = """
@@ -137,10 +138,8 @@ _GROUP_LABELS = {
 }
 
 
-def _figure(summary: dict | None) -> str:
-    if not summary:
-        return "n/a"
-    return f"{summary['mean']:.3f} ± {summary['std']:.3f} (n={summary['n']})"
+def _figure_html(summary: dict | None) -> str:
+    return format_similarity(summary, sign="±", missing="n/a")
 
 
 def similarity_section(result: dict) -> str:
@@ -154,7 +153,7 @@ def similarity_section(result: dict) -> str:
         found = result.get("groups", {}).get(group) or {}
         overall = found.get("all")
         span = f"{overall['min']:.3f} / {overall['max']:.3f}" if overall else "n/a"
-        cells = [_figure(overall), _figure(found.get("text")), _figure(found.get("continuation")), span]
+        cells = [_figure_html(found.get(part)) for part in ("all", "text", "continuation")] + [span]
         rows.append(
             f"<tr><th>{escape(label)}</th>"
             + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
