@@ -3,7 +3,7 @@
 #   snakemake --cores all                                # the real job (config/config.yaml)
 #   snakemake --cores all --configfile config/demo.yaml  # the embedded demo
 #
-# Pipeline: [demo_source] -> preflight -> prepare -> encode -> train -> sample -> report
+# Pipeline: [demo_source] -> preflight -> prepare -> encode -> train -> sample -> evaluate -> report
 #           ([model] builds a random-init preset such as 'tiny' for the demo)
 from snakemake.utils import min_version
 
@@ -27,6 +27,7 @@ include: "rules/model.smk"
 include: "rules/encode.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"
+include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from voice_train.cluster import cluster_nodes, request_of, unrunnable  # noqa: E402
 from voice_train.config import coerce_to_schema, config_problems  # noqa: E402
+from voice_train.evaluate import SAMPLE_KEYS  # noqa: E402
 from voice_train.presets import RANDOM_PRESETS, is_random_preset  # noqa: E402
 from voice_train.report import VoiceFiles, build_report, parse_failure, write_report  # noqa: E402
 from voice_train.train import CHECKPOINT_NAME  # noqa: E402
@@ -152,6 +153,15 @@ def sample_paths(voice):
     return [f"{PATHS['samples_dir']}/{voice}/{kind}.wav" for kind in ("text", "continuation")]
 
 
+def evaluation_path(voice):
+    return f"{PATHS['eval_dir']}/{voice}/voice_eval.json"
+
+
+def sample_settings_for_evaluate():
+    """The sample keys evaluate reuses (prompt length and sampling): only these rerun it."""
+    return {key: config["sample"][key] for key in SAMPLE_KEYS}
+
+
 def voice_outputs(voice):
     """Every file the workflow makes for ``voice``: rule ``all`` asks for each of them.
 
@@ -173,6 +183,7 @@ def voice_outputs(voice):
         loss_plot_path(voice),
         *sample_paths(voice),
         listen_page_path(voice),
+        evaluation_path(voice),
     ]
 
 
@@ -187,6 +198,7 @@ def voice_files():
             status_mirror=f"{state_dir(v)}/train_status.json",
             checkpoint_file=checkpoint_path(v),
             samples=tuple(sample_paths(v)),
+            evaluation=evaluation_path(v),
         )
         for v in VOICES
     ]

@@ -9,6 +9,7 @@ rule report:
         statuses=[status_path(v) for v in VOICES],
         checkpoints=[checkpoint_path(v) for v in VOICES],
         samples=[p for v in VOICES for p in sample_paths(v)],
+        evaluations=[evaluation_path(v) for v in VOICES],
     output:
         report=report(
             PATHS["report"],
@@ -20,7 +21,7 @@ rule report:
             f"{Path(PATHS['report']).parent}/summary.html",
             caption="report/summary.rst",
             category="Report",
-            labels={"file": "run summary (dataset, training)"},
+            labels={"file": "run summary (dataset, training, voice similarity)"},
         ),
     log:
         f"{LOGS}/report/report.log",

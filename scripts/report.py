@@ -11,7 +11,9 @@ def main():
     voices = [VoiceFiles(**v) for v in snakemake.params.voices]
     block = build_report(voices, Path.cwd())
     write_report(snakemake.output.report, block)
-    write_summary_page(snakemake.output.summary, [(v.voice, v.manifest, v.status) for v in voices], block)
+    write_summary_page(
+        snakemake.output.summary, [(v.voice, v.manifest, v.status, v.evaluation) for v in voices], block
+    )
 
 
 run_rule(snakemake.log[0], main, outputs=list(snakemake.output))

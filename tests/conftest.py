@@ -108,13 +108,15 @@ def snakemake(
 
 
 def short_demo(workdir: Path) -> Path:
-    """A copy of the workflow whose demo recording is 60 s instead of 150 s, trained 16 steps."""
+    """A copy of the workflow whose demo recording is 60 s instead of 150 s, trained 16 steps,
+    sampled and evaluated on 1 s of audio."""
     copy_workflow(workdir)
     cfg_path = workdir / "config/demo.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["demo"]["duration_s"] = 60
     cfg["train"].update(steps=16, eval_every=8, save_every=8, log_every=4)
     cfg["sample"].update(duration_s=1, prompt_s=0.5)
+    cfg["evaluate"].update(samples=2, duration_s=1)
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return workdir
 

@@ -52,7 +52,7 @@ def test_summary_page_has_the_dataset_and_training_figures(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(status))
     page = tmp_path / "summary.html"
     write_summary_page(
-        page, [("v1", str(tmp_path / "m.json"), str(tmp_path / "s.json"))], "=== BLOCK <x> ==="
+        page, [("v1", str(tmp_path / "m.json"), str(tmp_path / "s.json"), "")], "=== BLOCK <x> ==="
     )
     html = page.read_text(encoding="utf-8")
     for text in (
@@ -69,9 +69,54 @@ def test_summary_page_has_the_dataset_and_training_figures(tmp_path):
 
 def test_summary_page_of_a_voice_that_never_got_far(tmp_path):
     page = tmp_path / "summary.html"
-    write_summary_page(page, [("v1", str(tmp_path / "none.json"), str(tmp_path / "none2.json"))], "block")
+    none = [str(tmp_path / name) for name in ("none.json", "none2.json", "none3.json")]
+    write_summary_page(page, [("v1", *none)], "block")
     html = page.read_text(encoding="utf-8")
-    assert "<h2>v1</h2>" in html and "Training" not in html
+    assert "<h2>v1</h2>" in html and "Training" not in html and "Voice similarity" not in html
+
+
+def evaluation(status: str = "completed", note: str | None = None) -> dict:
+    group = {
+        "all": {"mean": 0.61, "std": 0.04, "n": 8, "min": 0.55, "max": 0.68},
+        "text": {"mean": 0.6, "std": 0.03, "n": 4, "min": 0.55, "max": 0.64},
+        "continuation": {"mean": 0.62, "std": 0.04, "n": 4, "min": 0.57, "max": 0.68},
+    }
+    ceiling = {"all": {"mean": 0.82, "std": 0.02, "n": 4, "min": 0.8, "max": 0.85}}
+    return {
+        "status": status,
+        "groups": {
+            "finetuned": group,
+            "base": {**group, "all": {**group["all"], "mean": 0.45}},
+            "ceiling": ceiling,
+        },
+        "reference": {"split": "valid", "n": 3},
+        "prompts": {"split": "train", "prompt_s": 3, "clips": ["a", "b", "c", "d"]},
+        "notes": ["the manifest has no validation clips: <x>"],
+        "note": note,
+    }
+
+
+def test_summary_page_shows_the_voice_similarity_and_what_it_means(tmp_path):
+    (tmp_path / "e.json").write_text(json.dumps(evaluation(note="a tiny model scores near the floor")))
+    page = tmp_path / "summary.html"
+    write_summary_page(page, [("v1", "m.json", "s.json", str(tmp_path / "e.json"))], "block")
+    html = page.read_text(encoding="utf-8")
+    for text in (
+        "Voice similarity",
+        "A good fine-tune scores well above the base model and approaches the ceiling",
+        '<th>fine-tuned model</th><td class="num">0.610 ± 0.040 (n=8)</td>',
+        "0.450 ± 0.040 (n=8)",
+        '<th>ceiling: real training clips</th><td class="num">0.820 ± 0.020 (n=4)</td><td class="num">n/a',
+        "0.800 / 0.850",
+        "The voice: 3 valid clips; continuation prompts: the first 3 s of 4 train clips",
+        "no validation clips: &lt;x&gt;",
+        "<strong>Note:</strong> a tiny model scores near the floor",
+    ):
+        assert text in html, text
+    (tmp_path / "e.json").write_text(json.dumps({"status": "skipped", "note": "evaluate.enabled is false"}))
+    write_summary_page(page, [("v1", "m.json", "s.json", str(tmp_path / "e.json"))], "block")
+    html = page.read_text(encoding="utf-8")
+    assert "evaluate.enabled is false" in html and "0.610" not in html
 
 
 def test_loss_curve_is_a_png(tmp_path):

@@ -49,8 +49,8 @@ def test_local_profiles_plan_every_step(workflow_with_a_voice, profile):
     proc = snakemake(workdir, "-n", "--workflow-profile", f"profiles/{profile}", *voices)
     assert f"profiles/{profile}" in proc.stderr + proc.stdout
     jobs = planned(proc.stdout)
-    assert {"preflight", "prepare", "encode", "train", "sample", "report"} <= set(jobs)
-    assert jobs["train"]["gpu"] == "1" and "gpu" not in jobs["prepare"]
+    assert {"preflight", "prepare", "encode", "train", "sample", "evaluate", "report"} <= set(jobs)
+    assert jobs["train"]["gpu"] == jobs["evaluate"]["gpu"] == "1" and "gpu" not in jobs["prepare"]
 
 
 def test_the_default_profile_is_used_without_asking(workflow_with_a_voice):
@@ -74,12 +74,13 @@ def test_slurm_profile_sends_model_rules_to_gpus_in_conda_envs(workflow_with_a_v
     jobs = planned(out)
     assert jobs["train"]["slurm_partition"] == "gpu" and jobs["train"]["gpu"] == "1"
     assert jobs["encode"]["slurm_partition"] == "gpu" and jobs["sample"]["gpu"] == "1"
+    assert jobs["evaluate"]["slurm_partition"] == "gpu" and jobs["evaluate"]["gpu"] == "1"
     assert jobs["prepare"]["slurm_partition"] == "cpu" and "gpu" not in jobs["prepare"]
     assert int(jobs["train"]["runtime"]) >= 60
 
 
 def test_rules_on_the_cpu_ask_for_no_gpu(workflow_with_a_voice):
     workdir, voices = workflow_with_a_voice
-    cpu = ("train={'device': 'cpu'}",)
+    cpu = ("train={'device': 'cpu'}", "evaluate={'device': 'cpu'}")
     jobs = planned(snakemake(workdir, "-n", *voices, *cpu).stdout)
-    assert jobs["train"]["gpu"] == "0" and jobs["encode"]["gpu"] == "1"
+    assert jobs["train"]["gpu"] == jobs["evaluate"]["gpu"] == "0" and jobs["encode"]["gpu"] == "1"

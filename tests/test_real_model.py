@@ -93,6 +93,18 @@ def test_the_hub_model_loads_with_its_t5_conditioner_and_cross_attention(fake_hu
     assert (lm.num_codebooks, lm.card) == (4, 2048)
 
 
+def test_evaluate_loads_the_hub_model_as_its_base_and_generates_offline(fake_hub):
+    from voice_train.export import load_base
+
+    model = load_base(MUSICGEN)
+    stored = presets.load_lm_state(MUSICGEN)
+    assert all(
+        torch.equal(value, stored[key]) for key, value in model.lm.state_dict().items() if key in stored
+    )
+    model.set_generation_params(duration=0.5)
+    assert model.generate([DESCRIPTION], progress=False).shape == (1, 1, 16000)
+
+
 def test_the_token_cache_names_the_codec_the_pointer_leads_to(real_tokens, fake_hub):
     meta = tokens.load_tokens(real_tokens).meta
     identity = meta["codec"]
@@ -187,6 +199,9 @@ def real_job(workdir: Path) -> Path:
     cfg["preflight"]["min_bytes"] = 100_000  # a synthetic voice compresses well
     cfg["train"].update(steps=4, batch_size=2, eval_every=2, log_every=1, segment_s=3, warmup_steps=1)
     cfg["sample"].update(duration_s=1, prompt_s=0.5)
+    # Off here (the real model's base for evaluate is tested below, in this process): the rule
+    # then only writes a voice_eval.json that says so.
+    cfg["evaluate"]["enabled"] = False
     (workdir / "config/real.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return workdir
 
@@ -209,6 +224,9 @@ def test_the_real_config_runs_end_to_end_offline(tmp_path, fake_hub):
         audio, rate = sf.read(workdir / "results/samples/nan" / name)
         assert rate == 32000 and len(audio) == pytest.approx(32000, abs=700)
     assert "full fine-tuning" in (workdir / "results/logs/train/nan.log").read_text()
+    evaluation = json.loads((workdir / "results/eval/nan/voice_eval.json").read_text())
+    assert evaluation["status"] == "skipped" and "evaluate.enabled is false" in evaluation["note"]
+    assert [fields[f"voice_similarity_{g}"] for g in ("finetuned", "base", "ceiling")] == ["N/A"] * 3
 
 
 @pytest.mark.workflow

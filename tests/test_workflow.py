@@ -13,6 +13,7 @@ import yaml
 from conftest import DEMO, copy_workflow, report_fields, short_demo, snakemake
 
 pytestmark = pytest.mark.workflow
+RULES = ("demo_source", "preflight", "prepare", "model", "encode", "train", "sample", "evaluate", "report")
 
 
 def pending_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -54,8 +55,27 @@ def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):
     samples = fields["sample_paths"].split(" | ")
     assert [Path(p).name for p in samples] == ["text.wav", "continuation.wav"]
     assert all((workdir / p).stat().st_size > 1000 for p in samples)
-    for rule in ("demo_source", "preflight", "prepare", "model", "encode", "train", "sample", "report"):
+    for rule in RULES:
         assert list((workdir / "results/logs" / rule).glob("*.log")), f"{rule} wrote a log"
+
+
+def test_the_demo_is_evaluated_and_its_figures_are_in_the_block_and_the_summary(finished_demo):
+    workdir, proc = finished_demo
+    fields = report_fields(workdir)
+    evaluation = json.loads((workdir / "results/eval/demo_voice/voice_eval.json").read_text())
+    assert evaluation["status"] == "completed" and evaluation["reference"]["split"] == "valid"
+    assert evaluation["checkpoint_sha256"] == fields["checkpoint_sha256"]
+    summary = (workdir / "results/report/summary.html").read_text(encoding="utf-8")
+    for group, n in (("finetuned", 4), ("base", 4), ("ceiling", 2)):
+        figure = fields[f"voice_similarity_{group}"]
+        assert re.fullmatch(rf"0\.\d{{3}} \+/- 0\.\d{{3}} \(n={n}\)", figure), (group, figure)
+        assert float(figure.split()[0]) == pytest.approx(evaluation["groups"][group]["all"]["mean"], abs=5e-4)
+        assert figure.replace("+/-", "±") in summary
+    assert "A good fine-tune scores well above the base model" in summary
+    # The tiny model's samples score near the floor: the run says so, in the json, log and page.
+    assert "near the floor" in evaluation["note"] and "near the floor" in summary
+    assert "near the floor" in (workdir / "results/logs/evaluate/demo_voice.log").read_text()
+    assert "evaluate demo_voice: similarity to the held-out voice: fine-tuned 0." in proc.stderr
 
 
 def test_second_run_has_nothing_to_do(demo_copy):
@@ -66,9 +86,7 @@ def test_second_run_has_nothing_to_do(demo_copy):
 def test_dry_run_lists_the_pending_jobs_and_writes_nothing(tmp_path):
     workdir = short_demo(tmp_path / "wf")
     jobs = pending_jobs(workdir, *DEMO)
-    assert jobs == dict.fromkeys(
-        ("all", "demo_source", "preflight", "prepare", "model", "encode", "train", "sample", "report"), 1
-    )
+    assert jobs == dict.fromkeys(("all", *RULES), 1)
     assert not (workdir / "results").exists() and not (workdir / "data").exists()
 
 
@@ -77,7 +95,7 @@ def test_touching_the_source_reruns_everything_downstream(demo_copy):
     later = max(p.stat().st_mtime for p in (demo_copy / "results").rglob("*")) + 10  # newer than all
     os.utime(source, (later, later))
     assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
-        ("all", "preflight", "prepare", "encode", "train", "sample", "report"), 1
+        ("all", "preflight", "prepare", "encode", "train", "sample", "evaluate", "report"), 1
     )
 
 
@@ -89,7 +107,7 @@ def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy
     marker = demo_copy / "results/preflight/demo_voice.json"
     marker_mtime = marker.stat().st_mtime
     assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
-        ("all", "prepare", "encode", "train", "sample", "report"), 1
+        ("all", "prepare", "encode", "train", "sample", "evaluate", "report"), 1
     )
     snakemake(demo_copy, *DEMO, "--until", "prepare")  # what follows is covered by the dry run above
     assert marker.stat().st_mtime == marker_mtime
@@ -102,7 +120,16 @@ def test_changing_a_train_parameter_reruns_train_but_not_encode(demo_copy):
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["train"]["lr"] = 1.0e-3
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(("all", "train", "sample", "report"), 1)
+    assert pending_jobs(demo_copy, *DEMO) == dict.fromkeys(
+        ("all", "train", "sample", "evaluate", "report"), 1
+    )
+
+
+def test_evaluate_reruns_for_its_own_settings_and_the_sample_keys_it_uses_only(demo_copy):
+    off = ("--config", "evaluate={'enabled': False}")
+    assert pending_jobs(demo_copy, *DEMO, *off) == dict.fromkeys(("all", "evaluate", "report"), 1)
+    longer = ("--config", "sample={'duration_s': 2}")
+    assert pending_jobs(demo_copy, *DEMO, *longer) == dict.fromkeys(("all", "sample", "report"), 1)
 
 
 def test_a_failed_training_ends_with_a_report_that_names_it(demo_copy):
@@ -180,7 +207,7 @@ def test_a_section_given_with_config_overrides_with_numbers_intact(demo_copy):
     prepare = dict(cfg["prepare"], max_clip_s=6)
     override = "prepare=" + json.dumps(prepare)
     assert pending_jobs(demo_copy, *DEMO, "--config", override) == dict.fromkeys(
-        ("all", "prepare", "encode", "train", "sample", "report"), 1
+        ("all", "prepare", "encode", "train", "sample", "evaluate", "report"), 1
     )
 
 

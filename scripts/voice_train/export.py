@@ -65,3 +65,14 @@ def load_finetuned(checkpoint: str | os.PathLike, base_model: str, device: str =
     lm = loaders.load_lm_model(str(checkpoint), device=device)
     codec = presets.load_compression(base_model, device=device)
     return MusicGen(name, codec, lm)
+
+
+def load_base(base_model: str, device: str = "cpu", name: str = "base"):
+    """A MusicGen of the base model as fine-tuning started from it (``base_model`` as in
+    :func:`load_finetuned`): its own LM and the same codec."""
+    from audiocraft.models import MusicGen
+
+    from . import presets
+
+    lm = presets.load_generation_lm(base_model, device=device)
+    return MusicGen(name, presets.load_compression(base_model, device=device), lm)

@@ -11,6 +11,7 @@ import os
 from html import escape
 from pathlib import Path
 
+from .evaluate import format_similarity
 from .fsutil import read_json, write_text_atomic
 
 _STYLE = """
@@ -124,16 +125,72 @@ def training_rows(status: dict) -> list[str]:
     ]
 
 
-def write_summary_page(path: str | os.PathLike, voices: list[tuple[str, str, str]], block: str) -> None:
-    """The run at a glance: per voice ``(name, manifest, train_status)`` tables, then the block."""
+SIMILARITY_MEANING = (
+    "How much each group sounds like the voice: the cosine similarity of speaker embeddings "
+    "(Resemblyzer) to the voice of the held-out validation clips, higher is closer. The ceiling is "
+    "real training clips of the voice. A good fine-tune scores well above the base model and "
+    "approaches the ceiling."
+)
+_GROUP_LABELS = {
+    "finetuned": "fine-tuned model",
+    "base": "base model (same prompts and seeds)",
+    "ceiling": "ceiling: real training clips",
+}
+
+
+def _figure_html(summary: dict | None) -> str:
+    return format_similarity(summary, sign="±", missing="n/a")
+
+
+def similarity_section(result: dict) -> str:
+    """Rule evaluate's figures (``voice_eval.json``): a sentence on what they mean, a table of the
+    groups (all, text, continuation, range) and the result's note."""
+    if result.get("status") != "completed":
+        return f"<h3>Voice similarity</h3><p>{escape(result.get('note') or 'not evaluated')}</p>"
+    head = "<tr><th>group</th><th>all</th><th>text</th><th>continuation</th><th>min / max</th></tr>"
+    rows = []
+    for group, label in _GROUP_LABELS.items():
+        found = result.get("groups", {}).get(group) or {}
+        overall = found.get("all")
+        span = f"{overall['min']:.3f} / {overall['max']:.3f}" if overall else "n/a"
+        cells = [_figure_html(found.get(part)) for part in ("all", "text", "continuation")] + [span]
+        rows.append(
+            f"<tr><th>{escape(label)}</th>"
+            + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
+            + "</tr>"
+        )
+    reference, prompts = result.get("reference", {}), result.get("prompts", {})
+    sources = (
+        f"The voice: {reference.get('n', 'n/a')} {reference.get('split')} clips; continuation prompts: "
+        f"the first {prompts.get('prompt_s', 'n/a')} s of {len(prompts.get('clips', []))} "
+        f"{prompts.get('split')} clips (only the generated part is scored)."
+    )
+    parts = [
+        "<h3>Voice similarity</h3>",
+        f"<p>{escape(SIMILARITY_MEANING)}</p>",
+        f"<table>{head}{''.join(rows)}</table>",
+        f'<p class="muted">{escape(sources)}</p>',
+    ]
+    parts += [f'<p class="muted">{escape(n)}</p>' for n in result.get("notes", [])]
+    if result.get("note"):
+        parts.append(f"<p><strong>Note:</strong> {escape(result['note'])}</p>")
+    return "\n".join(parts)
+
+
+def write_summary_page(path: str | os.PathLike, voices: list[tuple[str, str, str, str]], block: str) -> None:
+    """The run at a glance: per voice ``(name, manifest, train_status, voice_eval)`` tables, then
+    the block."""
     parts = []
-    for voice, manifest_path, status_path in voices:
+    for voice, manifest_path, status_path, evaluation_path in voices:
         parts.append(f"<h2>{escape(voice)}</h2>")
         manifest = read_json(manifest_path)
         status = read_json(status_path)
+        evaluation = read_json(evaluation_path) if evaluation_path else None
         if manifest is not None:
             parts.append("<h3>Dataset</h3><table>" + "".join(dataset_rows(manifest)) + "</table>")
         if status is not None:
             parts.append("<h3>Training</h3><table>" + "".join(training_rows(status)) + "</table>")
+        if evaluation is not None:
+            parts.append(similarity_section(evaluation))
     parts.append(f"<h2>Report block</h2>\n<pre>{escape(block)}</pre>")
     write_text_atomic(path, _page("voice-train run summary", "\n".join(parts)))

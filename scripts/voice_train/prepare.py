@@ -33,7 +33,14 @@ from .loudness import STEP_S, LoudnessMeter, gated_loudness
 from .noise import span_snr_db
 from .progress import progress
 from .segment import Clip, SegmentSettings, segment_at_pauses, speech_runs, speech_threshold_db
-from .speakers import STRETCH_GAP_S, SpeakerLabels, SpeakerSettings, embed_clip, screen_speakers
+from .speakers import (
+    STRETCH_GAP_S,
+    SpeakerLabels,
+    SpeakerSettings,
+    clip_speech,
+    embed_clip,
+    screen_speakers,
+)
 from .vad import frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
@@ -295,8 +302,7 @@ def reference_voice(path: Path) -> np.ndarray:
     except (OSError, sf.LibsndfileError) as exc:
         raise VoiceTrainError(path, f"the speakers.reference clip cannot be read ({exc})", fix) from exc
     mono = downmix(audio)
-    probabilities = window_probabilities(lambda a, b: mono[a:b], mono.size, rate)
-    speech = frame_probabilities(probabilities, int(mono.size / rate / FRAME_S), FRAME_S) >= 0.5
+    speech = clip_speech(mono, rate)
     if not speech.any():
         raise VoiceTrainError(path, "the speakers.reference clip holds no speech", fix)
     return embed_clip(mono, rate, speech)

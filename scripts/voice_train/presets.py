@@ -359,13 +359,29 @@ def load_compression(name: str, device: str = "cpu"):
         return loaders.load_compression_model(path, device=device)
 
 
+def lm_dir(name: str) -> str:
+    """The directory audiocraft's LM loader reads for a model name (a local one, or the hub
+    file's folder in the cache)."""
+    return name if is_local_dir(name) else os.path.dirname(model_files(name)[0])
+
+
 def load_lm_state(name: str) -> dict:
     """The LM's own state dict, as stored (on the CPU): the base that LoRA updates merge into."""
     from audiocraft.models import loaders
 
-    path = name if is_local_dir(name) else os.path.dirname(model_files(name)[0])
+    path = lm_dir(name)
     with _hub_guard(name):
         return loaders.load_lm_model_ckpt(path)["best_state"]
+
+
+def load_generation_lm(name: str, device: str = "cpu"):
+    """The model's LM as ``MusicGen.get_pretrained`` builds it (float16 on a GPU), through
+    audiocraft's own loader: the base model that a fine-tune is compared with."""
+    from audiocraft.models import loaders
+
+    path = lm_dir(name)
+    with _hub_guard(name):
+        return loaders.load_lm_model(path, device=device)
 
 
 def load_lm(name: str, device: str = "cpu"):
@@ -374,12 +390,7 @@ def load_lm(name: str, device: str = "cpu"):
     On a GPU, audiocraft's loader builds the LM in float16; training keeps float32 master
     weights (autocast does the rest), so the weights are loaded again as stored.
     """
-    from audiocraft.models import loaders
-
-    path = name if is_local_dir(name) else os.path.dirname(model_files(name)[0])
-    with _hub_guard(name):
-        lm = loaders.load_lm_model(path, device=device)
-    lm = lm.float()
+    lm = load_generation_lm(name, device=device).float()
     if str(device) != "cpu":
-        lm.load_state_dict(loaders.load_lm_model_ckpt(path)["best_state"])
+        lm.load_state_dict(load_lm_state(name))
     return lm

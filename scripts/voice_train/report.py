@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ERROR_PREFIX
+from .evaluate import group_figures
 from .fsutil import LFS_POINTER_PREFIX, read_json, sha256_file, write_text_atomic
 
 HEADER = "=== COLAB TRAIN REPORT ==="
@@ -56,6 +57,9 @@ EXTRA_KEYS = (
     "training_best_val_loss",
     "training_best_step",
     "sample_paths",
+    "voice_similarity_finetuned",
+    "voice_similarity_base",
+    "voice_similarity_ceiling",
     "failed_rule_log",
 )
 
@@ -72,6 +76,7 @@ class VoiceFiles:
     status_mirror: str = ""  # the train rule's copy in the state dir: it survives a failed job
     checkpoint_file: str = ""
     samples: tuple[str, ...] = ()
+    evaluation: str = ""  # rule evaluate's voice_eval.json
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,11 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
         fields["dataset_kept_duration_s"] = str(summary.get("kept_duration_s", NA))
 
     status, verified, why = _training_fields(files, workdir, fields)
+    evaluation = read_json(workdir / files.evaluation) if files.evaluation else None
+    if evaluation and evaluation.get("checkpoint_sha256") != fields["checkpoint_sha256"]:
+        evaluation = None  # the figures of another checkpoint (one trained since, or gone)
+    for group, figure in group_figures(evaluation).items():
+        fields[f"voice_similarity_{group}"] = figure
     if failure is not None and failure.voice in (None, files.voice):
         fields.update(
             objective_status="failed",

@@ -25,6 +25,7 @@ import numpy as np
 import soxr
 
 from .errors import VoiceTrainError
+from .vad import frame_probabilities, window_probabilities
 
 SPEAKER_RATE = 16000  # the encoder's rate
 FRAME_S = 0.01  # speech frames and the encoder's mel frames are both 10 ms
@@ -201,6 +202,13 @@ def embed_clip(audio: np.ndarray, sample_rate: int, speech: np.ndarray | None = 
         raise ValueError("the clip holds no speech to embed")
     embeddings = embed_windows(lambda a, b: audio[a:b], sample_rate, windows)
     return _unit(embeddings.T @ windows.weight_s)
+
+
+def clip_speech(audio: np.ndarray, sample_rate: int, threshold: float = 0.5) -> np.ndarray:
+    """The voice activity detector's verdict on a short clip (mono float32): one bool per 10 ms
+    frame, speech where its probability is at least ``threshold``."""
+    probabilities = window_probabilities(lambda a, b: audio[a:b], audio.size, sample_rate)
+    return frame_probabilities(probabilities, int(audio.size / sample_rate / FRAME_S), FRAME_S) >= threshold
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
