@@ -81,10 +81,21 @@ def manifest_path(voice):
     return f"{dataset_dir(voice)}/voice_dataset_manifest.json"
 
 
+def voice_reference(voice):
+    """The clip that names the voice to keep: the voice's own speaker_reference, else
+    speakers.reference (None: the voice that speaks most)."""
+    return config["voices"][voice].get("speaker_reference") or config["speakers"]["reference"]
+
+
 def speaker_reference(wildcards):
-    """The clip that names the voice to keep (speakers.reference), when one is set."""
-    reference = config["speakers"]["reference"]
+    """The reference clip as prepare's input, when screening is on and one is set."""
+    reference = voice_reference(wildcards.voice)
     return [reference] if config["speakers"]["enabled"] and reference else []
+
+
+def speaker_settings(wildcards):
+    """Prepare's speakers param: the speakers section with this voice's reference."""
+    return {**config["speakers"], "reference": voice_reference(wildcards.voice)}
 
 
 # Speaker screening runs the speaker encoder, which needs torch: prepare then runs in the

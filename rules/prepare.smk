@@ -22,6 +22,6 @@ rule prepare:
         source=lambda wildcards: source_path(wildcards.voice),
         description=lambda wildcards: config["voices"][wildcards.voice]["description"],
         settings=config["prepare"],
-        speakers=config["speakers"],
+        speakers=speaker_settings,
     script:
         "../scripts/prepare.py"

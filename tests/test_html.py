@@ -39,6 +39,10 @@ def test_summary_page_has_the_dataset_and_training_figures(tmp_path):
             "train": {"count": 2, "duration_s": 16.0},
             "valid": {"count": 1, "duration_s": 9.5},
             "dropped_short": {"count": 1, "duration_s": 1.2},
+            "dropped_noisy": {"count": 2, "duration_s": 7.25},
+            "dropped_other_speakers": {"count": 4, "duration_s": 11.5},
+            "speakers": {"target": "dominant", "target_share": 0.812},
+            "snr_db": {"median": 18.34, "min": 6.01},
         },
     }
     status = {
@@ -63,8 +67,16 @@ def test_summary_page_has_the_dataset_and_training_figures(tmp_path):
         "5.250",
         "16 / 16",
         "=== BLOCK &lt;x&gt; ===",
+        "18.3 / 6.0",
+        "2 / 7.2",
+        "4 / 11.5",
+        "0.81 / dominant",
     ):
         assert text in html, text
+    del manifest["summary"]["dropped_other_speakers"]
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    write_summary_page(page, [("v1", str(tmp_path / "m.json"), str(tmp_path / "s.json"), "")], "block")
+    assert "screening off (speakers.enabled)" in page.read_text(encoding="utf-8")
 
 
 def test_summary_page_of_a_voice_that_never_got_far(tmp_path):

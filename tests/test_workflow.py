@@ -100,9 +100,17 @@ def test_touching_the_source_reruns_everything_downstream(demo_copy):
 
 
 def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy):
+    """Also turns speaker screening on, with the voice named by its own reference clip (one of the
+    demo's clips, copied out of the dataset first)."""
+    dataset = demo_copy / "results/dataset/demo_voice"
+    reference = demo_copy / "data/refs/demo_voice.flac"
+    reference.parent.mkdir(parents=True)
+    reference.write_bytes(sorted((dataset / "clips").glob("*.flac"))[0].read_bytes())
     cfg_path = demo_copy / "config/demo.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["prepare"]["max_clip_s"] = 6
+    cfg["speakers"]["enabled"] = True
+    cfg["voices"]["demo_voice"]["speaker_reference"] = "data/refs/demo_voice.flac"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     marker = demo_copy / "results/preflight/demo_voice.json"
     marker_mtime = marker.stat().st_mtime
@@ -111,8 +119,16 @@ def test_changing_a_prepare_parameter_reruns_prepare_but_not_preflight(demo_copy
     )
     snakemake(demo_copy, *DEMO, "--until", "prepare")  # what follows is covered by the dry run above
     assert marker.stat().st_mtime == marker_mtime
-    manifest = json.loads((demo_copy / "results/dataset/demo_voice/voice_dataset_manifest.json").read_text())
+    manifest = json.loads((dataset / "voice_dataset_manifest.json").read_text())
     assert max(e["duration_s"] for e in manifest["entries"]) <= 6
+    speakers = manifest["summary"]["speakers"]
+    assert speakers["target"] == "reference" and speakers["reference"] == "data/refs/demo_voice.flac"
+    others = manifest["summary"]["dropped_other_speakers"]["duration_s"]
+    assert others < 0.1 * manifest["summary"]["speech_duration_s"], "one voice: next to nothing left out"
+    assert all(e["speaker_similarity"] >= cfg["speakers"]["threshold"] for e in manifest["entries"])
+    # Another reference clip: prepare again (Snakemake skips an input whose mtime alone changed).
+    reference.write_bytes(sorted((dataset / "clips").glob("*.flac"))[-1].read_bytes())
+    assert "prepare" in pending_jobs(demo_copy, *DEMO)
 
 
 def test_changing_a_train_parameter_reruns_train_but_not_encode(demo_copy):

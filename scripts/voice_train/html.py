@@ -91,12 +91,44 @@ def dataset_rows(manifest: dict) -> list[str]:
                 True,
             )
         )
-    for key, label in (("dropped_short", "dropped: too short"), ("dropped_silent", "dropped: mostly silent")):
+    snr = summary.get("snr_db") or {}
+    if snr:
+        rows.append(
+            _row(
+                "clip SNR median / min (dB)",
+                f"{_fmt(snr.get('median'), 1)} / {_fmt(snr.get('min'), 1)}",
+                True,
+            )
+        )
+    for key, label in (
+        ("dropped_short", "dropped: too short"),
+        ("dropped_silent", "dropped: mostly silent"),
+        ("dropped_noisy", "dropped: too noisy (prepare.min_snr_db)"),
+    ):
         part = summary.get(key, {})
         rows.append(
             _row(
                 f"{label} (clips / s)",
                 f"{part.get('count', 0)} / {_fmt(part.get('duration_s', 0.0), 1)}",
+                True,
+            )
+        )
+    others = summary.get("dropped_other_speakers")
+    rows.append(
+        _row(
+            "left out: other voices (turns / s)",
+            "screening off (speakers.enabled)"
+            if others is None
+            else f"{others.get('count', 0)} / {_fmt(others.get('duration_s', 0.0), 1)}",
+            others is not None,
+        )
+    )
+    speakers = summary.get("speakers")
+    if speakers:
+        rows.append(
+            _row(
+                "kept voice: share of the speech / how found",
+                f"{_fmt(speakers.get('target_share'), 2)} / {speakers.get('target', 'n/a')}",
                 True,
             )
         )
