@@ -27,9 +27,16 @@ test: $(BIN)/.installed
 
 # The cluster path on a one-node Slurm started on this machine (as root: it installs and starts
 # Slurm; tests/slurm/start_slurm.sh says why when it cannot). One process: the tests share runs.
-test-slurm: $(BIN)/.installed
+# The plugin lives in its own folder, on PYTHONPATH only here (see requirements-slurm.txt).
+SLURM_PLUGINS := .slurm-plugins
+$(SLURM_PLUGINS)/.installed: requirements-slurm.txt $(BIN)/.installed
+	rm -rf $(SLURM_PLUGINS)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(SLURM_PLUGINS) -r requirements-slurm.txt
+	touch $@
+
+test-slurm: $(SLURM_PLUGINS)/.installed
 	tests/slurm/start_slurm.sh
-	$(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py
+	PYTHONPATH=$(CURDIR)/$(SLURM_PLUGINS) $(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

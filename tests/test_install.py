@@ -167,8 +167,9 @@ def test_torchaudio_pin_pairs_with_torch_pin():
     assert PINS["torch"] == PINS["torchaudio"]
 
 
-def test_dev_requirements_are_exact_pins():
-    for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
+@pytest.mark.parametrize("name", ["requirements-dev.txt", "requirements-slurm.txt"])
+def test_dev_requirements_are_exact_pins(name):
+    for line in (ROOT / name).read_text().splitlines():
         if line and not line.startswith(("#", "-r")):
             assert re.fullmatch(r"[A-Za-z0-9._-]+==\S+", line), line
 
