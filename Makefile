@@ -36,7 +36,7 @@ $(SLURM_PLUGINS)/.installed: requirements-slurm.txt $(BIN)/.installed
 
 test-slurm: $(SLURM_PLUGINS)/.installed
 	tests/slurm/start_slurm.sh
-	PYTHONPATH=$(CURDIR)/$(SLURM_PLUGINS) $(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py
+	PYTHONPATH=$(CURDIR)/$(SLURM_PLUGINS) $(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py tests/test_profiles.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

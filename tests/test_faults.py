@@ -4,8 +4,8 @@ Each kill test forces one rule of a finished demo to run again, kills the whole 
 process group while that job is busy, and then runs the commands the README documents
 (``snakemake --unlock``, then ``snakemake --rerun-incomplete``). The run must finish with the
 same checkpoint as the uninterrupted demo (CPU training is deterministic) and leave no
-temporary files behind. For prepare and encode the rerun stops after the killed rule, whose
-remade outputs must equal the uninterrupted demo's (what follows is the train and sample cases).
+temporary files behind. For prepare, encode and train the rerun stops after the killed rule,
+whose remade outputs must equal the uninterrupted demo's (the sample case runs to the report).
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ def tokens_digest(workdir: Path) -> tuple[bytes, bytes]:
         return data["codes"].tobytes(), data["offsets"].tobytes()
 
 
-# prepare and encode: the documented rerun goes on through train and sample, which the train and
-# sample cases run to the end; here it stops after the killed rule and compares what it remade.
-UNTIL = {"prepare": dataset_digest, "encode": tokens_digest}
+def checkpoint_digest(workdir: Path) -> bytes:
+    return (workdir / CHECKPOINT).read_bytes()
+
+
+# prepare, encode and train: the documented rerun goes on through the rules after them, which the
+# sample case runs to the end; here it stops after the killed rule and compares what it remade.
+UNTIL = {"prepare": dataset_digest, "encode": tokens_digest, "train": checkpoint_digest}
 
 
 @pytest.fixture
@@ -154,17 +158,19 @@ def test_a_job_killed_mid_way_is_redone_by_the_documented_commands(finished_demo
     assert refused.returncode != 0 and ("cannot be locked" in said or "Incomplete files" in said)
     snakemake(faults_copy, *DEMO, "--unlock")
     if rule in UNTIL:  # the killed job's own outputs, redone, must equal the uninterrupted run's
-        snakemake(faults_copy, *DEMO, "--rerun-incomplete", "--until", rule)
+        rerun = snakemake(faults_copy, *DEMO, "--rerun-incomplete", "--until", rule)
         assert UNTIL[rule](faults_copy) == UNTIL[rule](finished_demo[0])
         assert leftovers(faults_copy) == [], "no temporary file of the killed job survives"
+        if rule == "train":
+            assert "resuming from step 8" in rerun.stderr + rerun.stdout
+            status = json.loads((faults_copy / f"results/train/{VOICE}/train_status.json").read_text())
+            assert status["status"] == "completed" and status["checkpoint_sha256"] == expected_sha
         return
-    rerun = snakemake(faults_copy, *DEMO, "--rerun-incomplete")
+    snakemake(faults_copy, *DEMO, "--rerun-incomplete")
 
     assert report_fields(faults_copy)["objective_status"] == "completed"
     assert report_fields(faults_copy)["checkpoint_sha256"] == expected_sha
     assert leftovers(faults_copy) == [], "no temporary file of the killed job survives"
-    if rule == "train":
-        assert "resuming from step 8" in rerun.stderr + rerun.stdout
 
 
 def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(faults_copy):

@@ -59,6 +59,7 @@ def test_the_default_profile_is_used_without_asking(workflow_with_a_voice):
     assert "profiles/default" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slurm  # needs the executor plugin: make test-slurm (requirements-slurm.txt)
 def test_slurm_profile_sends_model_rules_to_gpus_in_conda_envs(workflow_with_a_voice, tmp_path):
     workdir, voices = workflow_with_a_voice
     bindir = tmp_path / "bin"
