@@ -17,7 +17,7 @@ from voice_train.filters import SpeechFilter
 from voice_train.fsutil import sha256_file
 from voice_train.loudness import LoudnessMeter, gated_loudness
 from voice_train.preflight import PreflightSettings, run_preflight
-from voice_train.prepare import PrepareSettings, assign_splits, prepare_dataset
+from voice_train.prepare import PrepareSettings, assign_splits, noisy_warning, prepare_dataset
 from voice_train.segment import SegmentSettings
 
 SETTINGS = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=8), valid_fraction=0.2)
@@ -145,3 +145,14 @@ def test_threads_give_the_same_bytes(tmp_path, prepared):
     assert without_paths(threaded) == without_paths(manifest)
     for name in sorted(p.name for p in (out / "clips").iterdir()):
         assert (tmp_path / "clips" / name).read_bytes() == (out / "clips" / name).read_bytes()
+
+
+def test_dropping_most_of_the_speech_for_noise_is_said_in_one_line():
+    """Frame counts only (10 ms frames): 30 s kept against 70 s dropped is said; 60 against 40 is not."""
+    settings = PrepareSettings()
+    said = noisy_warning([1000, 2000], [3000, 4000], settings)
+    assert said is not None and "\n" not in said
+    assert said.startswith("70% of the clips' speech (70.0 of 100.0 s, 2 clips)")
+    assert "prepare.min_snr_db = 5 dB" in said and "keeps 30.0 s" in said
+    assert noisy_warning([6000], [4000], settings) is None
+    assert noisy_warning([6000], [], settings) is None

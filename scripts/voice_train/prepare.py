@@ -32,6 +32,7 @@ from .fsutil import atomic_dir, sha256_file, write_json_atomic, write_text_atomi
 from .loudness import STEP_S, LoudnessMeter, gated_loudness
 from .noise import span_snr_db
 from .progress import progress
+from .rule import CONSOLE_LOGGER
 from .segment import Clip, SegmentSettings, segment_at_pauses, speech_runs, speech_threshold_db
 from .speakers import (
     STRETCH_GAP_S,
@@ -207,6 +208,9 @@ def prepare_dataset(
         noisy = [c for c, snr in zip(seg.clips, snrs) if snr < settings.min_snr_db]
         if not kept:
             raise _no_usable_clips(source, seg.speech_frames * FRAME_S, snrs, settings)
+        if warning := noisy_warning([c.frames for c, _ in kept], [c.frames for c in noisy], settings):
+            logging.getLogger(CONSOLE_LOGGER).warning("prepare %s: %s", voice, warning)
+            log.warning(warning)
         ids = [f"{voice}_{i:05d}" for i in range(len(kept))]
         splits = assign_splits(ids, settings.valid_fraction, settings.split_seed)
 
@@ -356,6 +360,25 @@ def detect_speech(
         threads,
     )
     return frame_probabilities(windows, analysis.frame_power.size, FRAME_S) >= settings.vad_threshold
+
+
+# Dropping more than this share of the clips' speech for noise is said on the console.
+NOISY_WARN_SHARE = 0.5
+
+
+def noisy_warning(kept_frames: list[int], noisy_frames: list[int], settings: PrepareSettings) -> str | None:
+    """A line when most of the clips' speech was dropped as noisier than ``prepare.min_snr_db``
+    (a recording that passed preflight's SNR check but sits near the clips' threshold)."""
+    kept, dropped = sum(kept_frames), sum(noisy_frames)
+    if not dropped or dropped <= NOISY_WARN_SHARE * (kept + dropped):
+        return None
+    share = dropped / (kept + dropped)
+    return (
+        f"{share:.0%} of the clips' speech ({dropped * FRAME_S:.1f} of {(kept + dropped) * FRAME_S:.1f} s, "
+        f"{len(noisy_frames)} clips) was dropped as noisier than prepare.min_snr_db = "
+        f"{settings.min_snr_db:g} dB; the dataset keeps {kept * FRAME_S:.1f} s. Use a cleaner recording, "
+        "or lower prepare.min_snr_db to keep more of this one (each clip's snr_db is in the manifest)"
+    )
 
 
 def _no_usable_clips(source: Path, speech_s: float, snrs: list[float], settings: PrepareSettings):
