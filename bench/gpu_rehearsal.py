@@ -10,6 +10,10 @@ JSON line per run (steps/s, tokens/s, peak GPU memory, losses, skipped fp16 step
     python bench/gpu_rehearsal.py                      # musicgen-small's LM dims, 20 steps each
     python bench/gpu_rehearsal.py --dims tiny --steps 8 --device cpu   # a quick check of the script
 
+``--hub-cache DIR`` uses a fake cache written there before (by an earlier run with the same
+``--dims``, or the test suite's) instead of writing a new one; the process must not have read
+another cache first. ``--clips`` and ``--clip-s`` size the training data.
+
 ``--dims small`` is musicgen-small's LM (1024 wide, 24 layers, 16 heads: ~420 M parameters), so
 memory and speed are the real job's; ``tiny`` is the test suite's model. Precisions the GPU cannot
 run natively (bf16 below compute capability 8.0, e.g. a T4) are reported as refused: that is
@@ -26,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HF_HOME = Path(tempfile.mkdtemp(prefix="gpu-rehearsal-hf-"))
-os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests"), str(ROOT / "bench")]
 
@@ -112,7 +114,7 @@ def rehearse(tokens_path: str, out: Path, precision: str, low_vram: bool, args) 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dims", choices=("small", "tiny"), default="small")
     parser.add_argument("--steps", type=int, default=20)
@@ -120,7 +122,16 @@ def main() -> None:
     parser.add_argument("--segment", type=float, default=10.0)
     parser.add_argument("--precisions", default="fp16,bf16,auto")
     parser.add_argument("--device", default="cuda")
-    args = parser.parse_args()
+    parser.add_argument("--clips", type=int, default=24, help="clips of synthetic speech to train on")
+    parser.add_argument("--clip-s", type=float, default=12.0, help="seconds per clip")
+    parser.add_argument("--hub-cache", type=Path, help="HF_HOME of a fake cache written before")
+    parser.add_argument("--workdir", type=Path, help="where the tokens and runs go (default: a new temp dir)")
+    args = parser.parse_args(argv)
+    hf_home = args.hub_cache or Path(tempfile.mkdtemp(prefix="gpu-rehearsal-hf-"))
+    if "huggingface_hub" in sys.modules and os.environ.get("HF_HOME") != str(hf_home):
+        parser.error(f"huggingface_hub already read the cache at {os.environ.get('HF_HOME')}, not {hf_home}")
+    # Before anything imports huggingface_hub, which reads these once.
+    os.environ.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
     import torch
 
@@ -130,9 +141,11 @@ def main() -> None:
     compat.setup_audiocraft("torch")
     lm = TINY if args.dims == "tiny" else presets.RANDOM_PRESETS["musicgen-small-random"]
     started = time.monotonic()
-    build_fake_hub(HF_HOME, codec="pointer", lm=lm)
-    work = Path(tempfile.mkdtemp(prefix="gpu-rehearsal-"))
-    tokens_path = make_tokens(work, clips=24, seconds=12.0, device=args.device)
+    if args.hub_cache is None:
+        build_fake_hub(hf_home, codec="pointer", lm=lm)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="gpu-rehearsal-"))
+    work.mkdir(parents=True, exist_ok=True)
+    tokens_path = make_tokens(work, clips=args.clips, seconds=args.clip_s, device=args.device)
     gpu = None
     if args.device.startswith("cuda"):
         gpu = {"name": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0))}

@@ -174,9 +174,13 @@ def test_a_job_killed_mid_way_is_redone_by_the_documented_commands(finished_demo
 
 
 def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(faults_copy):
-    first = start(faults_copy, "--forcerun", "sample", slow=SLOW["sample"])  # busy for seconds
+    # The first run holds the directory for seconds with a light job: preflight, slowed down.
+    marker = faults_copy / f"results/preflight/{VOICE}.json"
+    before = marker.read_bytes()
+    marker.unlink()
+    first = start(faults_copy, "--forcerun", "preflight", "--until", "preflight", slow="soundfile.info=3")
     try:
-        log = faults_copy / "results/logs/sample" / f"{VOICE}.log"
+        log = faults_copy / "results/logs/preflight" / f"{VOICE}.log"
         deadline = time.monotonic() + 120
         while not log.exists() or (faults_copy / ".snakemake/locks").exists() is False:
             assert first.poll() is None and time.monotonic() < deadline
@@ -184,9 +188,10 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_goes_on(f
         second = snakemake(faults_copy, *DEMO, "--forcerun", "report", check=False)
         assert second.returncode != 0
         assert "Directory cannot be locked" in second.stdout + second.stderr
+        assert first.poll() is None, "the first run was still busy when the second was refused"
     finally:
         assert first.wait(timeout=300) == 0, "the first run finishes undisturbed"
-    assert report_fields(faults_copy)["objective_status"] == "completed"
+    assert json.loads(marker.read_bytes()) == json.loads(before), "and writes what it would have alone"
 
 
 def test_a_corrupt_checkpoint_is_reported_and_not_used(faults_copy):
