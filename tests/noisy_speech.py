@@ -407,6 +407,24 @@ def mix_at_snr(speech: Speech, noise: np.ndarray, snr_db: float) -> np.ndarray:
     return (speech.audio + gain * noise).astype(np.float32)
 
 
+def with_burst(speech: Speech, start_s: float, end_s: float, snr_db: float, seed: int = 0) -> np.ndarray:
+    """``speech`` clean but for pink noise from ``start_s`` to ``end_s`` (a vacuum cleaner, a
+    passing lorry), at ``snr_db`` against the speech's power (in the voice band, as
+    :func:`mix_at_snr`), faded in and out over 0.1 s."""
+    sr = speech.sample_rate
+    a, b, ramp = int(start_s * sr), int(end_s * sr), int(0.1 * sr)
+    envelope = np.zeros(speech.audio.size)
+    envelope[a:b] = 1.0
+    envelope[a : a + ramp] = np.linspace(0.0, 1.0, ramp)
+    envelope[b - ramp : b] = np.linspace(1.0, 0.0, ramp)
+    noise = coloured_noise(speech.audio.size, np.random.default_rng(seed + 2000), 1.0)
+    active = speech.active_mask()
+    speech_power = float(np.mean(np.square(voice_band(speech.audio, sr)[active])))
+    noise_power = float(np.mean(np.square(voice_band(noise, sr)[a:b])))
+    gain = np.sqrt(speech_power / noise_power / 10 ** (snr_db / 10))
+    return (speech.audio + gain * envelope * noise).astype(np.float32)
+
+
 # --- rooms ------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,6 @@ def test_dropping_most_of_the_speech_for_noise_is_said_in_one_line():
     said = noisy_warning([1000, 2000], [3000, 4000], settings)
     assert said is not None and "\n" not in said
     assert said.startswith("70% of the clips' speech (70.0 of 100.0 s, 2 clips)")
-    assert "prepare.min_snr_db = 5 dB" in said and "keeps 30.0 s" in said
+    assert "prepare.min_snr_db = 3 dB" in said and "keeps 30.0 s" in said
     assert noisy_warning([6000], [4000], settings) is None
     assert noisy_warning([6000], [], settings) is None

@@ -67,12 +67,22 @@ def recording_snr_db(power: np.ndarray, speech: np.ndarray) -> float:
     return snr_db(float(power[speech].mean()), noise_power(power, speech))
 
 
-def span_snr_db(power: np.ndarray, speech: np.ndarray, start: int, end: int, context: int) -> float:
-    """SNR of frames ``[start, end)``: their speech against the noise within ``context`` frames
-    around them (a clip holds too few pauses to measure the noise on its own)."""
+def span_snr_db(
+    power: np.ndarray, speech: np.ndarray, start: int, end: int, contexts: tuple[int, ...]
+) -> float:
+    """SNR of frames ``[start, end)``: their speech against the noise around them, within the
+    first of ``contexts`` (frames on each side, smallest first) that holds ``MIN_NOISE_FRAMES``
+    noise frames (the last one in any case). A clip holds too few pauses to measure the noise on
+    its own; the nearest ones say what was heard while it was spoken, so a burst of noise next
+    to a clip does not count against it, and one inside it does."""
     speech = np.asarray(speech, dtype=bool)
     inside = speech[start:end]
     if not inside.any():
         return 0.0
-    lo, hi = max(0, start - context), min(power.size, end + context)
-    return snr_db(float(power[start:end][inside].mean()), noise_power(power[lo:hi], speech[lo:hi]))
+    speech_power = float(power[start:end][inside].mean())
+    far = noise_frames(speech)
+    for context in contexts:
+        lo, hi = max(0, start - context), min(power.size, end + context)
+        if np.count_nonzero(far[lo:hi]) >= MIN_NOISE_FRAMES or context == contexts[-1]:
+            break
+    return snr_db(speech_power, noise_power(power[lo:hi], speech[lo:hi]))

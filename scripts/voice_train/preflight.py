@@ -3,7 +3,9 @@
 Its level checks judge the speech, not the recorder: they are made after the DC offset,
 rumble (a high-pass at ``filters.VOICE_HIGHPASS_HZ``) and any mains hum found in the
 recording are taken out. The speech's SNR is measured on excerpts spread over the recording,
-with the voice activity detector that prepare uses.
+with the voice activity detector that prepare uses, one SNR per excerpt: the recording's is their
+median, so a noisy stretch (a vacuum cleaner, a passing lorry) does not fail a recording that is
+clean elsewhere; prepare drops that stretch's clips.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class PreflightSettings:
     min_dynamic_range_db: float = 12.0
     warn_clipped_ratio: float = 0.001
     min_snr_db: float = 3.0
+    warn_snr_db: float = 10.0
 
 
 def _convert_hint(path: Path) -> str:
@@ -195,7 +198,8 @@ class SpeechStats:
     """What the excerpts said about the speech: its share of the time and its SNR."""
 
     speech_share: float
-    snr_db: float | None  # None when too little speech was heard to judge
+    snr_db: float | None  # the median of the excerpts'; None when too little speech was heard to judge
+    excerpt_snr_db: tuple[float, ...] = ()  # each excerpt's that held speech, in order
 
 
 def measure_speech(excerpts: list[np.ndarray], sample_rate: int, hum: Hum | None) -> SpeechStats:
@@ -212,10 +216,12 @@ def measure_speech(excerpts: list[np.ndarray], sample_rate: int, hum: Hum | None
         windows = window_probabilities(lambda a, b, x=audio: x[a:b], audio.size, VAD_RATE)
         powers.append(power)
         speech.append(frame_probabilities(windows, power.size, SPEECH_FRAME_S) >= SPEECH_PROBABILITY)
-    power, active = np.concatenate(powers), np.concatenate(speech)
+    active = np.concatenate(speech)
     share = float(active.mean()) if active.size else 0.0
-    snr = recording_snr_db(power, active) if share >= MIN_SPEECH_SHARE else None
-    return SpeechStats(share, snr)
+    if share < MIN_SPEECH_SHARE:
+        return SpeechStats(share, None)
+    snrs = tuple(recording_snr_db(p, a) for p, a in zip(powers, speech) if a.mean() >= MIN_SPEECH_SHARE)
+    return SpeechStats(share, float(np.median(snrs)), snrs)
 
 
 def run_preflight(path: str | Path, settings: PreflightSettings, threads: int = 1) -> dict:
@@ -316,6 +322,19 @@ def run_preflight(path: str | Path, settings: PreflightSettings, threads: int = 
         warnings.append(
             f"sample rate {info.samplerate} Hz: the voice will sound band-limited (use 44.1/48 kHz)"
         )
+    if speech.snr_db is not None and speech.snr_db < settings.warn_snr_db:
+        warnings.append(
+            f"the speech is only {speech.snr_db:.1f} dB above the noise (below preflight.warn_snr_db = "
+            f"{settings.warn_snr_db:g}): the model will learn the noise with the voice; a cleaner "
+            "recording helps most"
+        )
+    noisy = [v for v in speech.excerpt_snr_db if v < settings.min_snr_db]
+    if noisy and speech.snr_db is not None and speech.snr_db >= settings.min_snr_db:
+        warnings.append(
+            f"{len(noisy)} of the {len(speech.excerpt_snr_db)} excerpts listened to have speech less "
+            f"than preflight.min_snr_db = {settings.min_snr_db:g} dB above the noise (down to "
+            f"{min(noisy):.1f} dB): prepare drops the clips of such stretches (summary.dropped_noisy)"
+        )
     if speech.snr_db is None:
         warnings.append(
             f"the voice activity detector heard speech in only {speech.speech_share:.0%} of the "
@@ -345,6 +364,7 @@ def run_preflight(path: str | Path, settings: PreflightSettings, threads: int = 
         "silence_ratio": round(silence_ratio, 4),
         "speech_share": round(speech.speech_share, 4),
         "snr_db": None if speech.snr_db is None else round(speech.snr_db, 2),
+        "excerpt_snr_db": [round(v, 2) for v in speech.excerpt_snr_db],
         "clipped_ratio": round(stats.clipped_ratio, 6),
         "warnings": warnings,
         "settings": asdict(settings),

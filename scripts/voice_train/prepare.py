@@ -52,7 +52,8 @@ MANIFEST_MODE = "voice_dataset"
 FRAME_S = 0.01
 _SPOOL_DTYPE = np.float32
 # A clip's noise is measured on the pauses within this many seconds of it.
-SNR_CONTEXT_S = 10.0
+# How far around a clip its noise is looked for, nearest first (seconds on each side).
+SNR_CONTEXTS_S = (1.0, 2.5, 5.0, 10.0)
 PAUSE_DETECTORS = ("vad", "energy")
 
 
@@ -69,7 +70,7 @@ class PrepareSettings:
     remove_hum: bool = True
     pause_detector: str = "vad"
     vad_threshold: float = 0.5
-    min_snr_db: float = 5.0
+    min_snr_db: float = 3.0
     segment: SegmentSettings = SegmentSettings()
 
     @classmethod
@@ -202,8 +203,8 @@ def prepare_dataset(
             seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, speech)
         else:
             seg = segment_at_pauses(frame_db, FRAME_S, settings.segment, voices.target, voices.other)
-        context = int(round(SNR_CONTEXT_S / FRAME_S))
-        snrs = [span_snr_db(analysis.frame_power, active, c.start, c.end, context) for c in seg.clips]
+        contexts = tuple(int(round(s / FRAME_S)) for s in SNR_CONTEXTS_S)
+        snrs = [span_snr_db(analysis.frame_power, active, c.start, c.end, contexts) for c in seg.clips]
         kept = [(c, snr) for c, snr in zip(seg.clips, snrs) if snr >= settings.min_snr_db]
         noisy = [c for c, snr in zip(seg.clips, snrs) if snr < settings.min_snr_db]
         if not kept:

@@ -173,46 +173,46 @@ def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
     saved = run.step  # the step of the state on disk
     if run.step == 0:
         _report_eval(run, 0, run.validate(0)[0], voice, eta=None)
-    bar = progress(total=settings.steps, initial=run.step, desc="train", unit="step")
-    for step in range(run.step, settings.steps):
-        loss, grad_norm, tokens = run.train_step(step)
-        done = run.step = step + 1
-        tokens_seen += tokens
-        if math.isfinite(loss):
-            run.history["loss"].append([done, round(loss, 6)])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", best_val=_fmt_loss(run.best and run.best["val_loss"]))
-        elapsed = time.monotonic() - started
-        rate = (done - first) / elapsed if elapsed > 0 else 0.0
-        eta = (settings.steps - done) / rate if rate > 0 else None
-        val = None
-        if done % settings.eval_every == 0 or done == settings.steps:
-            val, improved = run.validate(done)
-            _report_eval(run, done, val, voice, eta)
-            # A new best: resume from it (at most every save_every steps; each save writes the state).
-            if improved and done - saved >= settings.save_every and done != settings.steps:
+    # Closed also when a step raises, so that no half-drawn bar is left to print at exit.
+    with progress(total=settings.steps, initial=run.step, desc="train", unit="step") as bar:
+        for step in range(run.step, settings.steps):
+            loss, grad_norm, tokens = run.train_step(step)
+            done = run.step = step + 1
+            tokens_seen += tokens
+            if math.isfinite(loss):
+                run.history["loss"].append([done, round(loss, 6)])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", best_val=_fmt_loss(run.best and run.best["val_loss"]))
+            elapsed = time.monotonic() - started
+            rate = (done - first) / elapsed if elapsed > 0 else 0.0
+            eta = (settings.steps - done) / rate if rate > 0 else None
+            val = None
+            if done % settings.eval_every == 0 or done == settings.steps:
+                val, improved = run.validate(done)
+                _report_eval(run, done, val, voice, eta)
+                # A new best: resume from it (at most every save_every steps; each save writes the state).
+                if improved and done - saved >= settings.save_every and done != settings.steps:
+                    run.save(state_path, done)
+                    saved = done
+            if not run.has_validation and done % settings.save_every == 0 and done != settings.steps:
                 run.save(state_path, done)
-                saved = done
-        if not run.has_validation and done % settings.save_every == 0 and done != settings.steps:
-            run.save(state_path, done)
-        if done % settings.log_every == 0 or val is not None or done == settings.steps:
-            status.write(
-                status="running",
-                epoch=round(run.batcher.epoch_of(done), 3),
-                step=done,
-                total_steps=settings.steps,
-                loss=round(loss, 6),
-                val_loss=val if val is not None else run.history["val"][-1][1],
-                lr=run.scheduler.get_last_lr()[0],
-                grad_norm=None if grad_norm is None else round(grad_norm, 4),
-                skipped_steps=run.counters["skipped_steps"],
-                tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
-                steps_per_s=round(rate, 4),
-                elapsed_s=round(elapsed, 1),
-                eta_s=round(eta, 1) if eta is not None else None,
-                **_best_fields(run),
-            )
-    bar.close()
+            if done % settings.log_every == 0 or val is not None or done == settings.steps:
+                status.write(
+                    status="running",
+                    epoch=round(run.batcher.epoch_of(done), 3),
+                    step=done,
+                    total_steps=settings.steps,
+                    loss=round(loss, 6),
+                    val_loss=val if val is not None else run.history["val"][-1][1],
+                    lr=run.scheduler.get_last_lr()[0],
+                    grad_norm=None if grad_norm is None else round(grad_norm, 4),
+                    skipped_steps=run.counters["skipped_steps"],
+                    tokens_per_s=round(tokens_seen / elapsed, 1) if elapsed > 0 else None,
+                    steps_per_s=round(rate, 4),
+                    elapsed_s=round(elapsed, 1),
+                    eta_s=round(eta, 1) if eta is not None else None,
+                    **_best_fields(run),
+                )
     elapsed = time.monotonic() - started
     log.info("trained %d steps in %.1f s", settings.steps - first, elapsed)
     return {
