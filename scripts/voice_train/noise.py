@@ -80,9 +80,11 @@ def span_snr_db(
     if not inside.any():
         return 0.0
     speech_power = float(power[start:end][inside].mean())
-    far = noise_frames(speech)
+    # Noise frames of the widest context only (with room for their distance to speech).
+    base = max(0, start - contexts[-1] - EDGE_FRAMES)
+    far = noise_frames(speech[base : end + contexts[-1] + EDGE_FRAMES])
     for context in contexts:
         lo, hi = max(0, start - context), min(power.size, end + context)
-        if np.count_nonzero(far[lo:hi]) >= MIN_NOISE_FRAMES or context == contexts[-1]:
+        if np.count_nonzero(far[lo - base : hi - base]) >= MIN_NOISE_FRAMES or context == contexts[-1]:
             break
     return snr_db(speech_power, noise_power(power[lo:hi], speech[lo:hi]))

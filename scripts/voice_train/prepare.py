@@ -51,7 +51,6 @@ MANIFEST_MODE = "voice_dataset"
 # Segmentation works on 10 ms frames: fine enough to place cuts inside short pauses.
 FRAME_S = 0.01
 _SPOOL_DTYPE = np.float32
-# A clip's noise is measured on the pauses within this many seconds of it.
 # How far around a clip its noise is looked for, nearest first (seconds on each side).
 SNR_CONTEXTS_S = (1.0, 2.5, 5.0, 10.0)
 PAUSE_DETECTORS = ("vad", "energy")
