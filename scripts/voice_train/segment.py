@@ -21,6 +21,12 @@ from scipy.ndimage import uniform_filter1d
 # 10 dB (36 recordings of 3 min, 1160 cuts): a single quietest frame put 88-97% of the cuts in
 # pauses, stretches of 0.4, 0.5, 0.6 and 0.7 s 99.0, 99.3, 98.8 and 99.1%.
 FORCED_CUT_STRETCH_S = 0.5
+# A forced cut goes in the second half of its window (long clips) unless the first half has a
+# stretch this much quieter: a pause there, where the second half holds only dips between
+# syllables. Under babble (70 s espeak-ng recordings, seeds 5-10, clips of at most 8 s) it put
+# 146 of 148 edges in pauses, against 144 (10 dB); at 5 dB 146 against 142; clean and household
+# noise unchanged (every edge in a pause).
+EARLIER_PAUSE_DB = 3.0
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,9 @@ def _split_long_run(quiet_db: np.ndarray, start: int, end: int, min_len: int, ma
 
     Each cut is the middle of the quietest stretch (``quiet_db``: the level of the stretch
     around each frame) in the second half of the admissible window, which keeps clips long
-    while landing in the deepest pause there. A stretch, not a frame: a word's stop consonant
-    is as quiet as a pause for a frame or two, but a pause is longer.
+    while landing in the deepest pause there, or in the first half when a stretch there is
+    ``EARLIER_PAUSE_DB`` quieter still. A stretch, not a frame: a word's stop consonant is as
+    quiet as a pause for a frame or two, but a pause is longer.
     """
     cuts = []
     pos = start
@@ -117,6 +124,11 @@ def _split_long_run(quiet_db: np.ndarray, start: int, end: int, min_len: int, ma
             hi = pos + max_len
             lo = min(lo, hi - 1)
         cut = lo + int(np.argmin(quiet_db[lo:hi]))
+        first = pos + min_len
+        if first < lo:
+            earlier = first + int(np.argmin(quiet_db[first:lo]))
+            if quiet_db[earlier] < quiet_db[cut] - EARLIER_PAUSE_DB:
+                cut = earlier
         cuts.append(cut)
         pos = cut
     return cuts
