@@ -92,6 +92,20 @@ def test_continuous_speech_is_cut_in_its_quietest_stretch_not_at_a_one_frame_dip
     assert all(levels[e] == -27.0 for e in inner_edges), "forced cuts land in the quiet stretches"
 
 
+def test_a_forced_cut_goes_in_a_short_pause_the_detector_heard():
+    # 14 s the detector hears as speech but for one breath of 0.1 s (too short to end a clip):
+    # at 6.5 s, silent, between loud words. A soft word (0.6 s, 12 dB down) at 5 s is the
+    # quietest half second, but a cut there would be inside it.
+    levels = np.full(1400, -20.0)
+    levels[470:530] = -32.0
+    levels[650:660] = -70.0
+    speech = levels > -60.0
+    levels = np.concatenate([np.full(50, -80.0), levels, np.full(50, -80.0)])
+    speech = np.concatenate([np.zeros(50, bool), speech, np.zeros(50, bool)])
+    seg = segment_at_pauses(levels, FRAME_S, SETTINGS, speech)
+    assert [(c.start, c.end, c.forced_cut) for c in seg.clips] == [(35, 705, True), (705, 1465, True)]
+
+
 def test_isolated_short_speech_is_dropped_and_reported():
     levels = np.full(2000, -80.0)
     levels[500:550] = -20.0  # 0.5 s of speech, alone between long silences
