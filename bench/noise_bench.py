@@ -3,12 +3,13 @@
     .venv/bin/python bench/noise_bench.py --baseline-scripts /tmp/voice-train-before/scripts
     .venv/bin/python bench/noise_bench.py --quick        # 1 minute per talker, a few conditions
 
-The material comes from ``tests/noisy_speech.py`` (espeak-ng talkers and the demo's synthetic
-voice, noise of several kinds mixed at set SNRs, rooms simulated by pyroomacoustics), with the
-clean speech's spans as the truth; it is made once and cached under ``--workdir``. For every
-condition and every checkout, one fresh process runs what the workflow runs (``run_preflight``
-then ``prepare_dataset`` with ``config/config.yaml``'s settings; the baseline gets the keys it
-knows) and reports its clips; the parent scores them:
+The material comes from ``tests/noisy_speech.py`` (espeak-ng talkers with the pauses of read
+speech or of narration, and the demo's synthetic voice, noise of several kinds mixed at set
+SNRs, rooms simulated by pyroomacoustics), with the clean speech's spans as the truth; it is
+made once and cached under ``--workdir``. For every condition and every checkout, one fresh
+process runs what the workflow runs (``run_preflight`` then ``prepare_dataset`` with
+``config/config.yaml``'s settings; the baseline gets the keys it knows) and reports its clips;
+the parent scores them:
 
 * ``cuts_in_pauses``: the share of clip edges (starts and ends) outside every speech span of
   the clean speech (20 ms of tolerance);
@@ -33,8 +34,10 @@ import benchlib
 
 sys.path.insert(0, str(benchlib.ROOT / "tests"))
 
-# Bump when the material changes, so stale cached recordings are not reused.
-MATERIAL_VERSION = 1
+# Bump when the material or its truth changes, so stale cached recordings are not reused (2: an
+# espeak utterance ends at its last 10 ms frame within 50 dB of its loudest).
+MATERIAL_VERSION = 2
+TALKERS = ("espeak", "narration", "demo")
 RATE = 22050  # espeak-ng's own rate; prepare resamples to 32 kHz as for any recording
 CONDITIONS = (
     "clean",
@@ -78,8 +81,10 @@ def material(workdir: Path, talker: str, seed: int, minutes: float, conditions: 
     missing = [c for c, p in paths.items() if not p.exists()]
     if not missing and truth.exists():
         return {**paths, "truth": truth}
-    make = ns.espeak_speech if talker == "espeak" else ns.demo_speech
-    speech = make(minutes * 60, RATE, seed)
+    if talker == "demo":
+        speech = ns.demo_speech(minutes * 60, RATE, seed)
+    else:  # espeak: pauses as in read speech; narration: mostly short ones, as a story is told
+        speech = ns.espeak_speech(minutes * 60, RATE, seed, pauses="read" if talker == "espeak" else talker)
     known = json.loads(truth.read_text()) if truth.exists() else {"spans": speech.spans, "facts": {}}
     for name in missing:
         m = ns.condition(name, speech, seed)
@@ -149,7 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voice-train-noise-bench"))
     parser.add_argument("--minutes", type=float, default=5.0, help="minutes of speech per talker and seed")
-    parser.add_argument("--talkers", nargs="+", default=["espeak", "demo"], choices=["espeak", "demo"])
+    parser.add_argument(
+        "--talkers", nargs="+", default=list(TALKERS), choices=TALKERS, help="espeak-ng reading or narrating"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--conditions", nargs="+", default=list(CONDITIONS), help="names as noisy_speech.condition takes"

@@ -6,8 +6,9 @@ The tests and ``bench/noise_bench.py`` build their material here; nothing is dow
   rates and pitches; one process per utterance), laid end to end with pauses of known length,
   or the demo's synthetic voice (``voice_train.demo.synthesize_voice``), whose word positions
   are known. Either way the ground truth is a list of speech spans: a cut inside one of them
-  is a cut inside words. An espeak utterance is one span from its first sound to its last,
-  so a cut anywhere inside it counts as inside a word, even where espeak left a short gap.
+  is a cut inside words. An espeak utterance is one span from its first audible 10 ms to its
+  last (within 50 dB of its loudest), so a cut anywhere inside it counts as inside a word, even
+  where espeak left a short gap.
 * **Noise** of several kinds, mixed at a set SNR (the clean speech's power over its spans
   against the noise's mean power, both above 70 Hz): mains hum with harmonics and hiss, pink and brown noise,
   babble (other espeak voices talking at once), clattering transients, and a "household" mix
@@ -169,10 +170,31 @@ def _trim(audio: np.ndarray, floor: float = 1e-3) -> np.ndarray:
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
 
 
-def _pause_s(rng: np.random.Generator) -> float:
-    """A pause between utterances, as in read speech: short hesitations and phrase pauses,
-    sentence pauses, now and then a long one (a breath, a page turned)."""
+def _audible_s(audio: np.ndarray, sample_rate: int, below_db: float = 50.0) -> tuple[float, float]:
+    """Where an utterance is heard (seconds from its start): from its first to the end of its last
+    10 ms frame within ``below_db`` of its loudest. espeak-ng's last sound can fade for 0.1 s at
+    50-80 dB below the utterance's peak (seen as samples above ``_trim``'s floor): silence to a
+    listener, and a pause, not a word, to any cut placed there."""
+    frame = max(1, sample_rate // 100)
+    n = audio.size // frame
+    if n == 0:
+        return 0.0, audio.size / sample_rate
+    power = np.square(audio[: n * frame].astype(np.float64)).reshape(n, frame).mean(axis=1)
+    loud = np.flatnonzero(power >= power.max() * 10 ** (-below_db / 10))
+    return loud[0] * frame / sample_rate, min(audio.size, (loud[-1] + 1) * frame) / sample_rate
+
+
+def _pause_s(rng: np.random.Generator, style: str = "read") -> float:
+    """A pause between utterances. ``read``: as in read speech, short hesitations and phrase
+    pauses, sentence pauses, now and then a long one (a breath, a page turned). ``narration``:
+    as a person tells a story, mostly short breaths between phrases, rarely a long pause."""
     kind = rng.random()
+    if style == "narration":
+        if kind < 0.5:
+            return float(rng.uniform(0.12, 0.25))
+        if kind < 0.85:
+            return float(rng.uniform(0.25, 0.5))
+        return float(rng.uniform(0.5, 0.9))
     if kind < 0.25:
         return float(rng.uniform(0.12, 0.3))
     if kind < 0.6:
@@ -182,30 +204,34 @@ def _pause_s(rng: np.random.Generator) -> float:
     return float(rng.uniform(1.6, 2.6))
 
 
-def espeak_speech(duration_s: float, sample_rate: int, seed: int = 0, voices=VOICES[:4]) -> Speech:
+def espeak_speech(
+    duration_s: float, sample_rate: int, seed: int = 0, voices=VOICES[:4], pauses: str = "read"
+) -> Speech:
     """About ``duration_s`` of espeak-ng utterances (phrases of 3-8 words) with known pauses.
 
     Each utterance gets a voice from ``voices``, a rate of 130-190 words per minute and a pitch
-    of 30-70, at a level that varies by up to 6 dB. Returns at least ``duration_s`` seconds.
+    of 30-70, at a level that varies by up to 6 dB. ``pauses`` is the style of the pauses
+    between them (``_pause_s``). Returns at least ``duration_s`` seconds.
     """
     rng = np.random.default_rng(seed)
     words = [w for s in SENTENCES for w in s.split()]
     pieces, spans, pos = [np.zeros(int(0.5 * sample_rate), np.float32)], [], 0.5
     while pos < duration_s:
-        jobs, pauses = [], []
+        jobs, gaps = [], []
         for _ in range(max(1, int((duration_s - pos) / 2.5))):  # ~2.5 s per utterance and pause
             n = int(rng.integers(3, 9))
             start = int(rng.integers(0, len(words) - n))
             voice = voices[int(rng.integers(0, len(voices)))]
             text = " ".join(words[start : start + n])
             jobs.append((text, voice, int(rng.integers(130, 191)), int(rng.integers(30, 71))))
-            pauses.append(_pause_s(rng))
-        for audio, pause in zip(_espeak_many(jobs), pauses):
+            gaps.append(_pause_s(rng, pauses))
+        for audio, pause in zip(_espeak_many(jobs), gaps):
             audio = soxr.resample(audio, ESPEAK_RATE, sample_rate, quality="HQ").astype(np.float32)
             audio *= np.float32(0.5 * 10 ** (-rng.uniform(0, 6) / 20) / np.abs(audio).max())
-            spans.append((pos, pos + audio.size / sample_rate))
+            first, last = _audible_s(audio, sample_rate)
+            spans.append((pos + first, pos + last))
             pieces += [audio, np.zeros(int(round(pause * sample_rate)), np.float32)]
-            pos = spans[-1][1] + pieces[-1].size / sample_rate
+            pos += (audio.size + pieces[-1].size) / sample_rate
     return Speech(np.concatenate(pieces), sample_rate, spans)
 
 
