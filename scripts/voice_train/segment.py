@@ -5,7 +5,8 @@ by a voice activity detector, or else found from the levels alone (frames above 
 derived from the recording's own speech level). The output is a list of clips in frame units.
 Cuts are placed only inside pauses (runs of frames without speech), so no clip starts or ends
 mid-word. Only when a stretch of continuous speech is longer than the maximum clip length is a
-clip cut inside it, in its quietest half second, and such clips are marked ``forced_cut``.
+clip cut inside it, in a short pause the detector heard or else in its quietest half second, and
+such clips are marked ``forced_cut``.
 Frames marked as walls (another speaker's speech) are in no clip: clips end before them.
 """
 
@@ -145,9 +146,10 @@ def _split_long_run(
     while landing in the deepest pause there, or in the first half when a stretch there is
     ``EARLIER_PAUSE_DB`` quieter still. A stretch, not a frame: a word's stop consonant is as
     quiet as a pause for a frame or two, but a pause is longer. But where the detector heard a
-    pause too short to end a clip (``pause_db``: its level, at its middle frame) and it is at
-    least as quiet as that stretch, the cut goes in the middle of the quietest such pause: a
-    short breath between phrases, where the quietest stretch can lie on a soft word's end.
+    pause too short to end a clip (``pause_db``: its level, at its middle frame) that is
+    ``SHORT_PAUSE_DB`` quieter than that stretch, the cut goes in the middle of the quietest
+    such pause (second half first): a short breath between phrases, where the quietest stretch
+    can lie on a soft word's end.
     """
     cuts = []
     pos = start
