@@ -175,11 +175,12 @@ def _audible_s(audio: np.ndarray, sample_rate: int, below_db: float = 50.0) -> t
     10 ms frame within ``below_db`` of its loudest. espeak-ng's last sound can fade for 0.1 s at
     50-80 dB below the utterance's peak (seen as samples above ``_trim``'s floor): silence to a
     listener, and a pause, not a word, to any cut placed there."""
+    from voice_train.audio import frame_power
+
     frame = max(1, sample_rate // 100)
-    n = audio.size // frame
-    if n == 0:
+    power = frame_power(audio, frame)
+    if power.size == 0:
         return 0.0, audio.size / sample_rate
-    power = np.square(audio[: n * frame].astype(np.float64)).reshape(n, frame).mean(axis=1)
     loud = np.flatnonzero(power >= power.max() * 10 ** (-below_db / 10))
     return loud[0] * frame / sample_rate, min(audio.size, (loud[-1] + 1) * frame) / sample_rate
 
