@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo report test test-slurm lint format clean-demo
+.PHONY: demo report test test-slurm test-drive lint format clean-demo
 
 $(BIN)/.installed: requirements.txt requirements-train.txt requirements-dev.txt scripts/install.py \
 		scripts/voice_train/install.py
@@ -37,6 +37,12 @@ $(SLURM_PLUGINS)/.installed: requirements-slurm.txt $(BIN)/.installed
 test-slurm: $(SLURM_PLUGINS)/.installed
 	tests/slurm/start_slurm.sh
 	PYTHONPATH=$(CURDIR)/$(SLURM_PLUGINS) $(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py tests/test_profiles.py
+
+# Durability on a Drive-like FUSE mount (tests/drive/): kills during saves, a full quota. As root it
+# installs Debian's fuse3 when missing (tests/drive/setup_fuse.sh says why when it cannot).
+test-drive: $(BIN)/.installed
+	tests/drive/setup_fuse.sh
+	$(BIN)/python -m pytest -m drive -n 0 tests/test_drive.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,99 +1,56 @@
-"""Disk space of a training run: the peak bytes under the work directory, and the bytes each save writes.
+"""Space and bytes of a training run on a Drive-like mount: peak quota used, bytes uploaded, time per save.
 
-The real job keeps its work on Google Drive, whose free quota is 15 GB. This runs a few training
-steps of a preset on the CPU (``musicgen-small-random`` has musicgen-small's dimensions, so its
-files have the real sizes) while a watcher thread sums the sizes of every file under the work
-directory every 20 ms. The model itself is built outside the work directory: on Colab the hub
-model sits in the Hugging Face cache on the runtime's local disk, not on Drive.
+The real job keeps its work on Google Drive (15 GB free), where a deleted or replaced file stays
+in the bin and a changed file keeps its earlier revision, both counted in the quota for up to 30
+days. This trains a preset on the CPU (``musicgen-small-random`` has musicgen-small's dimensions,
+so every file has the real size) with its state dir, token cache and checkpoint on the mount of
+``tests/drive/drivefs.py`` (FUSE; ``tests/drive/setup_fuse.sh`` installs it as root), which counts
+live, bin and revision bytes and every upload. The model is built outside the mount, as the Hugging
+Face cache is on Colab's local disk. It then projects the measured sizes onto a real run.
 
-    .venv/bin/python bench/drive_space.py --preset musicgen-small-random            # full fine-tuning
-    .venv/bin/python bench/drive_space.py --preset musicgen-small-random --low-vram # LoRA
-
-``--code DIR`` runs another checkout's ``scripts/`` (e.g. a ``git worktree`` of an older commit)
-through the same measurement, to compare.
+    .venv/bin/python bench/drive_space.py --model-dir /tmp/msr                  # full fine-tuning
+    .venv/bin/python bench/drive_space.py --model-dir /tmp/msr --low-vram       # LoRA
+    .venv/bin/python bench/drive_space.py --preset tiny --steps 6               # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
-import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SCRIPTS, machine, print_json  # noqa: E402
+from benchlib import ROOT, SCRIPTS, machine, print_json  # noqa: E402
+
+sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(ROOT / "tests" / "drive"))
 
 
-def tree_bytes(root: Path) -> tuple[int, list[tuple[str, int]]]:
-    """Apparent size of every file under ``root`` (what a quota counts), and the files.
+def record_saves(saves: list, drive) -> None:
+    """Log each file the run saves (resume points, weights, finished state, checkpoint)."""
+    from voice_train import export, train_state
 
-    A hard link counts once per name, as on Google Drive, which has no links (a copy there)."""
-    files = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder, name)
-            try:
-                files.append((str(path.relative_to(root)), path.stat().st_size))
-            except FileNotFoundError:  # removed while we looked
-                continue
-    return sum(size for _, size in files), files
+    for module in (train_state, export):
+        original = module.write_save
 
+        def recording(obj, path, *args, _original=original, **kwargs):
+            before = drive.stats()["uploaded"]
+            started = time.monotonic()
+            size = _original(obj, path, *args, **kwargs)
+            saves.append(
+                {
+                    "file": Path(path).name,
+                    "bytes": size,
+                    "seconds": round(time.monotonic() - started, 2),
+                    "uploaded": drive.stats()["uploaded"] - before,
+                }
+            )
+            return size
 
-class Watcher(threading.Thread):
-    """Samples the work directory's size until stopped; keeps the peak and what made it."""
-
-    def __init__(self, root: Path, every_s: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.root, self.every_s = root, every_s
-        self.peak, self.peak_files, self.samples = 0, [], 0
-        self.stop = threading.Event()
-
-    def look(self) -> None:
-        total, files = tree_bytes(self.root)
-        self.samples += 1
-        if total > self.peak:
-            self.peak, self.peak_files = total, files
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.look()
-            time.sleep(self.every_s)
-
-
-def process_write_bytes() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
-
-
-def record_writes(module, name: str, saves: list, watcher: Watcher) -> None:
-    """Wrap ``module.name`` (a save function taking (obj, path)) to log what each call wrote."""
-    original = getattr(module, name)
-
-    def recording(obj, path, *args, **kwargs):
-        watcher.look()
-        before = process_write_bytes()
-        started = time.monotonic()
-        original(obj, path, *args, **kwargs)
-        watcher.look()
-        saves.append(
-            {
-                "file": Path(path).name,
-                "kind": obj.get("kind", "state") if isinstance(obj, dict) else "?",
-                "file_bytes": Path(path).stat().st_size,
-                "written_bytes": process_write_bytes() - before,
-                "seconds": round(time.monotonic() - started, 2),
-            }
-        )
-
-    setattr(module, name, recording)
+        module.write_save = recording
 
 
 def make_tokens(model_dir: str, out: Path, clips: int = 8, seconds: float = 4.0) -> str:
@@ -121,15 +78,48 @@ def make_tokens(model_dir: str, out: Path, clips: int = 8, seconds: float = 4.0)
     return str(path)
 
 
+def projection(saves: list, steps: int, save_every: int, eval_every: int) -> dict:
+    """What a real run of ``steps`` uploads, and so holds in Drive's quota for 30 days: every
+    resume point, each best step's weights file (from none, when the best is always a save step,
+    to one per save), the finished weights and the checkpoint."""
+    size = {
+        kind: max((s["bytes"] for s in saves if s["file"].startswith(kind)), default=0)
+        for kind in ("resume", "weights", "tts")
+    }
+    resume_points = (steps - 1) // save_every
+    base = resume_points * size["resume"] + size["weights"] + size["tts"]
+    return {
+        "steps": steps,
+        "save_every": save_every,
+        "eval_every": eval_every,
+        "resume_points": resume_points,
+        "resume_bytes": size["resume"],
+        "weights_bytes": size["weights"],
+        "checkpoint_bytes": size["tts"],
+        "uploaded_min": base,
+        "uploaded_max": base + resume_points * size["weights"],
+        "state_only_min": base - size["tts"],
+        "state_only_max": base - size["tts"] + resume_points * size["weights"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="musicgen-small-random")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--save-every", type=int, default=2)
+    parser.add_argument(
+        "--eval-every", type=int, default=3, help="3 with save-every 2: bests between saves too"
+    )
     parser.add_argument("--low-vram", action="store_true")
     parser.add_argument("--model-dir", help="where the preset is built (reused if there); default: temp")
-    parser.add_argument("--code", help="another checkout's root, whose scripts/ to run instead of ours")
+    parser.add_argument("--write-mb-s", type=float, default=None, help="slow the mount's writes to this rate")
+    parser.add_argument(
+        "--project", nargs=3, type=int, default=[1500, 100, 100], metavar=("STEPS", "SAVE", "EVAL")
+    )
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(args.code, "scripts") if args.code else SCRIPTS))
+
+    from mount import drive_mount
 
     from voice_train import compat, presets
     from voice_train import train as train_module
@@ -142,68 +132,55 @@ def main() -> None:
     data = scratch / "data"
     data.mkdir()
     tokens_path = make_tokens(str(model_dir), data)
-
-    work = scratch / "work"  # the Drive folder: results/ of one voice
-    work.mkdir()
-    watcher = Watcher(work)
-    saves: list = []
-    for module_name, name in (
-        ("voice_train.train_state", "save_in_place"),
-        ("voice_train.export", "save_torch_atomic"),
-        ("voice_train.train", "save_torch_atomic"),  # older checkouts save everything through it
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:  # an older checkout
-            continue
-        if hasattr(module, name):
-            record_writes(module, name, saves, watcher)
     settings = train_module.TrainSettings(
         steps=args.steps,
         batch_size=1,
         grad_accum=1,
         segment_s=2,
-        eval_every=2,
-        save_every=2,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
         log_every=1,
         warmup_steps=1,
         low_vram=args.low_vram,
         precision="fp32",
         device="cpu",
     )
-    shutil.copy2(tokens_path, work / "tokens.npz")  # the token cache lives in the work dir too
-    kwargs = dict(
-        tokens_path=str(work / "tokens.npz"),
-        model_name=str(model_dir),
-        settings=settings,
-        checkpoint_path=str(work / "checkpoints/v/tts_voice_train_musicgen_small.pt"),
-        status_path=str(work / "train/v/train_status.json"),
-        state_dir=str(work / "state/v"),
-        voice="v",
-    )
-    if "export_dir" in inspect.signature(train_module.train).parameters:
-        kwargs["export_dir"] = str(work / "checkpoints/v/export")
-    watcher.start()
-    started = time.monotonic()
-    train_module.train(**kwargs)
-    watcher.stop.set()
-    watcher.join()
-    watcher.look()
-    final, files = tree_bytes(work)
+    with drive_mount(scratch / "drive", write_mb_s=args.write_mb_s) as drive:
+        work = drive.mount / "voice-train"  # the Drive folder: results/ of one voice
+        work.mkdir()
+        shutil.copy2(tokens_path, work / "tokens.npz")  # the token cache lives on Drive too
+        saves: list = []
+        record_saves(saves, drive)
+        started = time.monotonic()
+        train_module.train(
+            tokens_path=str(work / "tokens.npz"),
+            model_name=str(model_dir),
+            settings=settings,
+            checkpoint_path=str(work / "checkpoints/v/tts_voice_train_musicgen_small.pt"),
+            status_path=str(work / "train/v/train_status.json"),
+            state_dir=str(work / "state/v"),
+            voice="v",
+        )
+        seconds = time.monotonic() - started
+        stats = drive.stats()
+        final_files = sorted(
+            (str(p.relative_to(work)), p.stat().st_size) for p in work.rglob("*") if p.is_file()
+        )
+    steps, save_every, eval_every = args.project
     print_json(
         {
             "bench": "drive_space",
             "preset": args.preset,
             "low_vram": args.low_vram,
             "steps": args.steps,
-            "code": args.code or "this checkout",
-            "seconds": round(time.monotonic() - started, 1),
-            "peak_bytes": watcher.peak,
-            "peak_files": sorted(watcher.peak_files),
-            "final_bytes": final,
-            "final_files": sorted(files),
+            "save_every": args.save_every,
+            "eval_every": args.eval_every,
+            "write_mb_s": args.write_mb_s,
+            "seconds": round(seconds, 1),
+            "mount": stats,
             "saves": saves,
-            "samples": watcher.samples,
+            "final_files": final_files,
+            "projection": projection(saves, steps, save_every, eval_every),
             "machine": machine(),
         }
     )

@@ -22,9 +22,10 @@ Everything is deterministic for a given seed.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,94 +130,40 @@ class Material:
         return self.clean.sample_rate
 
 
-class _Espeak:
-    """libespeak-ng from the ``espeakng-loader`` wheel (the library and its voice data, no system
-    program), driven through ctypes: one synthesis at a time, in this process."""
-
-    AUDIO_OUTPUT_SYNCHRONOUS, POS_CHARACTER, ESPEAK_RATE_PARAM, ESPEAK_PITCH_PARAM = 2, 1, 1, 3
-    CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    class Voice(ctypes.Structure):
-        _fields_ = [
-            ("name", ctypes.c_char_p),
-            ("languages", ctypes.c_void_p),
-            ("identifier", ctypes.c_char_p),
-            ("gender", ctypes.c_ubyte),
-            ("age", ctypes.c_ubyte),
-            ("variant", ctypes.c_ubyte),
-        ]
-
-    def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as exc:
-            raise EspeakMissing(f"the espeakng-loader wheel is not installed: {ESPEAK_FIX}") from exc
-        self.lib = lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = os.path.dirname(espeakng_loader.get_data_path())
-        rate = lib.espeak_Initialize(self.AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), 0)
-        if rate != ESPEAK_RATE:
-            raise RuntimeError(f"libespeak-ng started at {rate} Hz, expected {ESPEAK_RATE}")
-        self._chunks: list[np.ndarray] = []
-        self._callback = self.CALLBACK(self._collect)  # kept alive as long as the library may call it
-        lib.espeak_SetSynthCallback(self._callback)
-        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(self.Voice))
-        self._by_language = self._voice_files()
-
-    def _collect(self, wav, count, _events) -> int:
-        if count > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-        return 0
-
-    def _voice_files(self) -> dict[str, str]:
-        """Language code -> voice file name, as the espeak-ng program resolves ``-v en-gb``."""
-        found, voices, i = {}, self.lib.espeak_ListVoices(None), 0
-        while voices[i]:
-            voice = voices[i].contents
-            # ``languages``: (priority byte, name, NUL) items, ended by a zero priority byte.
-            at = voice.languages
-            while ctypes.string_at(at, 1) != b"\0":
-                language = ctypes.string_at(at + 1)
-                found.setdefault(
-                    language.decode().lower(), voice.identifier.decode().rsplit("/", 1)[-1].lower()
-                )
-                at += 2 + len(language)
-            i += 1
-        return found
-
-    def speak(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-        # A voice file of that name first (``en``, ``en-us``), else the file that speaks that
-        # language (``en-gb`` is the file ``en``), as the espeak-ng program does.
-        language, _, variant = voice.partition("+")
-        for name in (language, self._by_language.get(language.lower())):
-            spec = f"{name}+{variant}" if variant else str(name)
-            if name and self.lib.espeak_SetVoiceByName(spec.encode()) == 0:
-                break
-        else:
-            raise RuntimeError(f"libespeak-ng has no voice {voice!r}")
-        self.lib.espeak_SetParameter(self.ESPEAK_RATE_PARAM, rate, 0)
-        self.lib.espeak_SetParameter(self.ESPEAK_PITCH_PARAM, pitch, 0)
-        self._chunks = []
-        data = text.encode()
-        if self.lib.espeak_Synth(data, len(data) + 1, 0, self.POS_CHARACTER, 0, 0, None, None) != 0:
-            raise RuntimeError(f"libespeak-ng failed on {(text, voice, rate, pitch)}")
-        self.lib.espeak_Synchronize()
-        return (
-            np.concatenate(self._chunks).astype(np.float32) / 32768.0
-            if self._chunks
-            else np.zeros(0, np.float32)
-        )
+SAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "espeak_say.py")
 
 
 @functools.cache
-def espeak() -> _Espeak:
-    """The one libespeak-ng of this process; raises ``EspeakMissing`` naming the fix without it."""
-    return _Espeak()
+def require_espeak() -> tuple[str, str]:
+    """libespeak-ng and its data (from the ``espeakng-loader`` wheel); ``EspeakMissing`` names the fix."""
+    try:
+        import espeakng_loader
+    except ImportError as exc:
+        raise EspeakMissing(f"the espeakng-loader wheel is not installed: {ESPEAK_FIX}") from exc
+    return espeakng_loader.get_library_path(), os.path.dirname(espeakng_loader.get_data_path())
 
 
-def _espeak_many(jobs: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    """Speak each (text, voice, rate, pitch) at ``ESPEAK_RATE`` (~300x realtime on one core)."""
-    engine = espeak()
-    return [_trim(engine.speak(*job)) for job in jobs]
+def _espeak_many(jobs: list[tuple[str, str, int, int]], side_by_side: int = 8) -> list[np.ndarray]:
+    """Speak each (text, voice, rate, pitch) at ``ESPEAK_RATE``: each utterance in a new process of
+    ``tests/espeak_say.py`` (libespeak-ng is deterministic only so), several side by side."""
+    library, data = require_espeak()
+    out = []
+    for first in range(0, len(jobs), side_by_side):
+        batch = jobs[first : first + side_by_side]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-S", "-E", SAY, library, data, voice, str(rate), str(pitch), text],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for text, voice, rate, pitch in batch
+        ]
+        for proc, job in zip(procs, batch):
+            samples, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"libespeak-ng failed on {job}: {err.decode(errors='replace')}")
+            out.append(_trim(np.frombuffer(samples, dtype=np.int16).astype(np.float32) / 32768.0))
+    return out
 
 
 def _trim(audio: np.ndarray, floor: float = 1e-3) -> np.ndarray:

@@ -183,3 +183,11 @@ def test_the_truth_is_where_an_utterance_is_heard():
     audio = np.concatenate([fade[: RATE // 20], vowel, consonant, fade])
     first, last = ns._audible_s(audio, RATE)
     assert first == pytest.approx(0.05) and last == pytest.approx(0.4)
+
+
+def test_the_test_speech_is_the_same_whatever_was_spoken_before():
+    """libespeak-ng keeps state between utterances in one process; each is spoken in its own."""
+    jobs = [("The kettle was already singing", voice, 160, 50) for voice in ns.VOICES[:3]]
+    first = ns._espeak_many(jobs)
+    ns._espeak_many([("Something else entirely", "de+f4", 200, 80)])
+    assert all(np.array_equal(a, b) for a, b in zip(first, ns._espeak_many(jobs)))

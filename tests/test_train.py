@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import errno
+import json
 import math
 import shutil
 import sys
@@ -22,7 +24,7 @@ from voice_train.errors import VoiceTrainError
 from voice_train.fsutil import sha256_file
 from voice_train.objective import condition_tensors, lm_loss
 from voice_train.train import TrainSettings, train
-from voice_train.train_state import load_state
+from voice_train.train_state import FINISHED_FILE, StateStore
 
 DESCRIPTION = "a calm synthetic test voice"
 FAST = TrainSettings(
@@ -259,16 +261,16 @@ def test_two_runs_give_the_same_checkpoint(tiny, token_file, fast_run, tmp_path)
 
 
 def crash_at_step_9(monkeypatch):
-    """Make training stop at step 9 as a kill would; return the way to undo it."""
-    original = Batcher.train_batch
+    """Make training stop at step 9 as a kill would (after the save of step 8); return the undo."""
+    return crash_at(monkeypatch, 9)
 
-    def crashing(self, step, micro):
-        if step == 9:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, step, micro)
 
-    monkeypatch.setattr(Batcher, "train_batch", crashing)
-    return lambda: monkeypatch.setattr(Batcher, "train_batch", original)
+def saved_state(state_dir: Path, settings: TrainSettings, tiny: str, token_file: str):
+    """What :class:`StateStore` would load from ``state_dir`` for a run of ``settings``."""
+    from voice_train.trainer import Run
+
+    parts = Run(token_file, tiny, settings, "torch").state_parts
+    return StateStore(state_dir, parts).load()
 
 
 def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, fast_run, tmp_path, monkeypatch):
@@ -277,34 +279,49 @@ def test_an_interrupted_run_resumes_to_the_same_checkpoint(tiny, token_file, fas
     undo = crash_at_step_9(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny, token_file, name="resumed")
-    state, why = load_state(
-        tmp_path / "resumed" / "state" / "train_state.pt", expect=_fingerprint_of(tmp_path)
-    )
-    assert state is not None and state["step"] == 6, why  # saved at the validation of step 6 (the best)
+    state, why = saved_state(tmp_path / "resumed" / "state", FAST, tiny, token_file)
+    assert state is not None and state["step"] == 8, why  # the resume point of step 8 (save_every 4)
     undo()
     resumed = run(tmp_path, tiny, token_file, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
 
 
-def _fingerprint_of(tmp_path: Path) -> str:
-    state = torch.load(tmp_path / "resumed" / "state" / "train_state.pt", weights_only=True)
-    return state["fingerprint"]
-
-
-def test_state_from_other_settings_is_not_resumed(tiny, token_file, fast_run, tmp_path, caplog):
+def test_a_state_of_other_settings_is_not_resumed_and_the_line_names_them(
+    tiny, token_file, fast_run, tmp_path, caplog
+):
     copy_of(fast_run, tmp_path, "x")
     changed = dataclasses.replace(FAST, lr=1e-3)
     with caplog.at_level("INFO"):
         run(tmp_path, tiny, token_file, changed, name="x")
-    assert "starting clean: saved training state is for other settings or data" in caplog.text
+    assert "starting clean" in caplog.text and "train.lr 0.003 (this run: 0.001)" in caplog.text
+
+
+def test_what_does_not_change_the_result_does_not_discard_a_state(
+    tiny, token_file, fast_run, tmp_path, caplog, monkeypatch
+):
+    """Another torch version, ``device: auto`` for ``cpu``, other logging, validation and saving
+    intervals: the finished state is exported again, nothing is trained."""
+    copy_of(fast_run, tmp_path, "same")
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    same = dataclasses.replace(FAST, device="auto", eval_every=3, save_every=5, log_every=1)
+    with caplog.at_level("INFO"):
+        result = run(tmp_path, tiny, token_file, same, name="same")
+    assert "training finished earlier (step 12)" in caplog.text, caplog.text
+    exported = torch.load(result.checkpoint, weights_only=True)[
+        "best_state"
+    ]  # its metadata has the new settings
+    before = torch.load(fast_run[0].checkpoint, weights_only=True)["best_state"]
+    assert exported.keys() == before.keys() and all(torch.equal(exported[k], before[k]) for k in before)
 
 
 def test_a_corrupt_training_state_is_not_used(tiny, token_file, fast_run, tmp_path, caplog):
     copy_of(fast_run, tmp_path, "y")
-    (tmp_path / "y" / "state" / "train_state.pt").write_bytes(b"not a torch file")
+    (tmp_path / "y" / "state" / FINISHED_FILE).write_bytes(b"not a torch file")
     with caplog.at_level("INFO"):
         result = run(tmp_path, tiny, token_file, name="y")
-    assert "unreadable" in caplog.text and result.status["status"] == "completed"
+    assert "starting clean" in caplog.text and "incomplete" in caplog.text
+    assert result.status["status"] == "completed"
+    assert result.status["checkpoint_sha256"] == fast_run[0].status["checkpoint_sha256"]
 
 
 # --- models --------------------------------------------------------------------------------
@@ -377,9 +394,9 @@ def test_out_of_gpu_memory_names_the_settings_to_lower(tiny, token_file, tmp_pat
 
 def test_leftovers_of_a_killed_save_are_removed_on_the_next_run(tiny, token_file, tmp_path):
     state = tmp_path / "z" / "state"
-    leftover = state / ".train_state.pt.k1ll3d"
+    leftover = state / ".resume-000004.pt.k1ll3d"
     leftover.mkdir(parents=True)
-    (leftover / "train_state.pt").write_bytes(b"half a state")
+    (leftover / "resume-000004.pt").write_bytes(b"half a state")
     result = run(tmp_path, tiny, token_file, name="z")
     assert result.status["status"] == "completed" and not leftover.exists()
 
@@ -437,7 +454,7 @@ def test_lora_learns_and_exports_a_plain_merged_checkpoint(tiny, token_file, tmp
     merged = loaders.load_lm_model(result.checkpoint, device="cpu")
     with_lora = presets.load_lm(tiny)
     lora.add_lora(with_lora, rank=4, alpha=8.0, seed=0)
-    best = torch.load(tmp_path / "lora" / "state" / "train_state.pt", weights_only=True)["weights"]
+    best = finished_weights(tmp_path / "lora" / "state")
     lora.load_lora_state(with_lora, best)
     batch = Batcher(tokens.load_tokens(token_file), FAST, merged.special_token_id).train_batch(0, 0)
     codes, descriptions = batch.codes, batch.descriptions
@@ -454,12 +471,12 @@ def test_lora_resume_state_is_small_and_resumes_to_the_same_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, tiny, token_file, LORA, name="resumed")
     undo()
+    lora_state = (tmp_path / "resumed" / "state" / "resume-000008.pt").stat().st_size
     resumed = run(tmp_path, tiny, token_file, LORA, name="resumed")
     assert resumed.status["checkpoint_sha256"] == whole.status["checkpoint_sha256"]
-
-    lora_state = (tmp_path / "resumed" / "state" / "train_state.pt").stat().st_size
-    full_state = (fast_run[1] / "state" / "train_state.pt").stat().st_size
-    assert lora_state < 0.5 * full_state
+    # A full fine-tune's resume save holds the LM's weights and two moments: 3x this.
+    full_weights = next((fast_run[1] / "state").glob("weights-*.pt")).stat().st_size
+    assert lora_state < 0.5 * full_weights
 
 
 def test_low_vram_switches_on_lora_and_checkpointing():
@@ -506,6 +523,12 @@ def all_train(token_file: str, tmp_path: Path) -> str:
     return str(path)
 
 
+def finished_weights(state_dir: Path) -> dict:
+    """The weights the finished state exports (its weights file)."""
+    finished = torch.load(state_dir / FINISHED_FILE, weights_only=True)
+    return torch.load(state_dir / finished["weights_file"], weights_only=True)["weights"]
+
+
 def differs_from_base(checkpoint: str, base: str) -> bool:
     exported = torch.load(checkpoint, map_location="cpu", weights_only=True)["best_state"]
     base_state = presets.load_lm_state(base)
@@ -518,10 +541,12 @@ def test_without_validation_clips_the_last_step_is_exported_not_the_base(tiny, t
     assert status["status"] == "completed" and status["selection"] == "last step (no validation clips)"
     assert status["chosen_step"] == FAST.steps and status["best_val_loss"] is None
     assert differs_from_base(result.checkpoint, tiny), "the trained weights are exported, not the base"
-    finished = torch.load(tmp_path / "noval/state/train_state.pt", weights_only=True)
+    finished = torch.load(tmp_path / "noval/state" / FINISHED_FILE, weights_only=True)
     exported = torch.load(result.checkpoint, weights_only=True)["best_state"]
     assert finished["kind"] == "finished" and finished["step"] == FAST.steps
-    assert all(torch.equal(exported[k], finished["weights"][k]) for k in exported)
+    assert finished["weights_file"] == f"weights-{FAST.steps:06d}.pt"
+    weights = finished_weights(tmp_path / "noval/state")
+    assert all(torch.equal(exported[k], weights[k]) for k in exported)
 
 
 def test_the_base_model_is_never_exported_even_when_training_only_hurts(
@@ -546,54 +571,254 @@ def test_the_base_model_is_never_exported_even_when_training_only_hurts(
     assert differs_from_base(status["checkpoint"], tiny)
 
 
-def record_saves(monkeypatch) -> list[dict]:
-    """Each save of the resume state: its step and kind, and what the state dir held right after."""
+# --- saves: complete or absent, a resume point every save_every steps, the end in order -----
+
+
+def crash_at(monkeypatch, at: int):
+    """Make training stop at step ``at`` as a kill would; return the way to undo it."""
+    original = Batcher.train_batch
+
+    def crashing(self, step, micro):
+        if step == at:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, step, micro)
+
+    monkeypatch.setattr(Batcher, "train_batch", crashing)
+    return lambda: monkeypatch.setattr(Batcher, "train_batch", original)
+
+
+def planted_validation(monkeypatch, loss_at) -> None:
+    """Validation loss ``loss_at(step)`` instead of the measured one."""
+    from voice_train import trainer
+
+    original = trainer.Run.validate
+
+    def validate(self, step):
+        monkeypatch.setattr(trainer, "evaluate", lambda *args: loss_at(step))
+        return original(self, step)
+
+    monkeypatch.setattr(trainer.Run, "validate", validate)
+
+
+def record_writes(monkeypatch) -> list[dict]:
+    """Every file the run saves (states, weights, the checkpoint): whether it was there before,
+    and what its folder held once it was in place (temporary folders left out)."""
+    from voice_train import export, train_state
+
+    writes = []
+
+    def wrap(module):
+        original = module.write_save
+
+        def recording(obj, path, *args, **kwargs):
+            path = Path(path)
+            existed = path.exists()
+            size = original(obj, path, *args, **kwargs)
+            files = sorted(p.name for p in path.parent.glob("*.pt"))
+            writes.append({"name": path.name, "existed": existed, "files": files})
+            return size
+
+        monkeypatch.setattr(module, "write_save", recording)
+
+    wrap(train_state)
+    wrap(export)
+    return writes
+
+
+EARLY = dataclasses.replace(FAST, steps=24, eval_every=4, save_every=8)
+
+
+def early_best(step: int) -> float:
+    """The best trained step is the first validation's (step 4); every later one is worse."""
+    return 1.0 if step == 0 else 0.5 if step == 4 else 0.6 + 0.01 * step
+
+
+def test_an_early_best_still_resumes_near_the_kill_and_is_still_the_export(
+    tiny, token_file, tmp_path, monkeypatch, caplog
+):
+    planted_validation(monkeypatch, early_best)
+    whole = run(tmp_path, tiny, token_file, EARLY, name="whole").status
+    assert whole["chosen_step"] == 4
+    writes = record_writes(monkeypatch)
+    for kill in (13, 21):  # two kills, two resumes
+        undo = crash_at(monkeypatch, kill)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, tiny, token_file, EARLY, name="killed")
+        undo()
+    with caplog.at_level("INFO"):
+        resumed = run(tmp_path, tiny, token_file, EARLY, name="killed").status
+    assert "resuming from step 16" in caplog.text, (
+        "a resume point within save_every (8) steps of the kill at 21"
+    )
+    assert resumed["chosen_step"] == 4 and resumed["checkpoint_sha256"] == whole["checkpoint_sha256"]
+    # No file was ever written over: each save has a name of its own and replaces nothing in place.
+    assert writes and not [w["name"] for w in writes if w["existed"]]
+    resume_saves = [w for w in writes if w["name"].startswith("resume-")]
+    assert [w["name"] for w in resume_saves] == ["resume-000008.pt", "resume-000016.pt"]
+    for i, save in enumerate(resume_saves):  # the best step's weights, and the save it replaces until then
+        allowed = {"weights-000004.pt", save["name"], *(resume_saves[i - 1]["name"] for _ in range(i > 0))}
+        assert set(save["files"]) <= allowed and "weights-000004.pt" in save["files"], save
+    state_files = sorted(p.name for p in (tmp_path / "killed/state").iterdir())
+    assert state_files == [FINISHED_FILE, "loss_history.json", "train_status.json", "weights-000004.pt"]
+
+
+def test_a_kill_during_the_export_reruns_it_without_training(
+    tiny, token_file, fast_run, tmp_path, monkeypatch, caplog
+):
+    from voice_train import export
+
+    original = export.write_save
+
+    def killed(obj, path, *args, **kwargs):
+        raise KeyboardInterrupt("simulated kill while the checkpoint is written")
+
+    monkeypatch.setattr(export, "write_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny, token_file, name="export")
+    monkeypatch.setattr(export, "write_save", original)
+    steps = []
+    monkeypatch.setattr(Batcher, "train_batch", lambda self, step, micro: steps.append(step))
+    with caplog.at_level("INFO"):
+        result = run(tmp_path, tiny, token_file, name="export")
+    assert "training finished earlier (step 12)" in caplog.text and steps == []
+    assert result.status["checkpoint_sha256"] == fast_run[0].status["checkpoint_sha256"]
+    assert not list((tmp_path / "export/state").glob("resume-*")), "the state shrank after the export"
+
+
+def test_a_kill_while_the_finished_state_is_written_resumes_from_the_last_save(
+    tiny, token_file, fast_run, tmp_path, monkeypatch, caplog
+):
     from voice_train import train_state
 
-    saves, original = [], train_state.save_in_place
+    original = train_state.write_save
 
-    def recording(obj, path):
-        inode = Path(path).stat().st_ino if Path(path).exists() else None
-        original(obj, path)
-        files = sorted(p.name for p in Path(path).parent.iterdir())
-        saves.append({"step": obj["step"], "kind": obj["kind"], "inode": inode, "files": files})
+    def killed(obj, path, *args, **kwargs):
+        if Path(path).name == FINISHED_FILE:
+            raise KeyboardInterrupt("simulated kill at the end of training")
+        return original(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(train_state, "save_in_place", recording)
-    return saves
-
-
-@pytest.mark.parametrize("save_every", [2, 8])
-def test_the_state_is_one_file_saved_in_place_at_a_new_best(
-    tiny, token_file, tmp_path, monkeypatch, save_every
-):
-    saves = record_saves(monkeypatch)
-    settings = dataclasses.replace(FAST, steps=24, eval_every=4, save_every=save_every)
-    status = run(tmp_path, tiny, token_file, settings, name="inplace").status
-    val = dict(status["val_history"])
-    running = [s["step"] for s in saves if s["kind"] == "running"]
-    evals, expected = range(4, 24, 4), []
-    for step in evals:  # a validation that beat every earlier one, save_every steps after the last save
-        if val[step] < min([val[t] for t in evals if t < step], default=math.inf):
-            if step - (expected[-1] if expected else 0) >= save_every:
-                expected.append(step)
-    assert running == expected and expected, "saved at new bests, at most every save_every steps"
-    assert saves[-1]["kind"] == "finished" and saves[-1]["step"] == 24
-    assert status["chosen_step"] == status["best_step"] == min(range(4, 25, 4), key=val.get)
-    for save in saves:
-        states = [f for f in save["files"] if f.startswith(("train_state", ".train_state"))]
-        assert states == ["train_state.pt"]
-    inodes = {s["inode"] for s in saves[1:]}
-    assert len(inodes) == 1 and None not in inodes, "rewritten in place: no second copy, no new file"
-
-
-def test_a_torn_state_is_refused_and_the_run_starts_clean(tiny, token_file, fast_run, tmp_path, caplog):
-    copy_of(fast_run, tmp_path, "torn")
-    state = tmp_path / "torn/state/train_state.pt"
-    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a save cut short
+    monkeypatch.setattr(train_state, "write_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny, token_file, name="end")
+    monkeypatch.setattr(train_state, "write_save", original)
     with caplog.at_level("INFO"):
-        result = run(tmp_path, tiny, token_file, name="torn")
-    assert "starting clean" in caplog.text and "unreadable" in caplog.text
-    assert result.status["status"] == "completed"
+        result = run(tmp_path, tiny, token_file, name="end")
+    assert "resuming from step 8" in caplog.text
+    assert result.status["checkpoint_sha256"] == fast_run[0].status["checkpoint_sha256"]
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_save_and_says_so_in_one_line(
+    tiny, token_file, fast_run, tmp_path, monkeypatch, caplog
+):
+    original_save = torch.save
+
+    def disk_full(obj, path, *args, **kwargs):
+        if Path(path).name == "resume-000008.pt":  # half written, then the disk is full
+            Path(path).write_bytes(b"PK" + b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    undo = crash_at(monkeypatch, 9)
+    with caplog.at_level("INFO"), pytest.raises(KeyboardInterrupt):
+        run(tmp_path, tiny, token_file, name="full")
+    undo()
+    lines = [r.getMessage() for r in caplog.records if "was not saved" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "resume point of step 8 was not saved" in lines[0] and "No space left on device" in lines[0]
+    assert "MB" in lines[0] and "the save of step 4 is kept" in lines[0] and "fix:" in lines[0]
+    state_dir = tmp_path / "full/state"
+    assert sorted(p.name for p in state_dir.glob("resume-*")) == ["resume-000004.pt"], "no torn file"
+    assert not [p for p in state_dir.iterdir() if p.name.startswith(".")]
+    assert saved_state(state_dir, FAST, tiny, token_file)[0]["step"] == 4
+    monkeypatch.setattr(torch, "save", original_save)
+    result = run(tmp_path, tiny, token_file, name="full")
+    assert result.status["checkpoint_sha256"] == fast_run[0].status["checkpoint_sha256"]
+
+
+def test_too_little_free_space_refuses_the_save_and_then_the_end_naming_the_bytes(
+    tiny, token_file, fast_run, tmp_path, monkeypatch
+):
+    from voice_train import fsutil
+
+    free = {"bytes": 10**12}
+    monkeypatch.setattr(fsutil, "free_bytes", lambda directory: free["bytes"])
+    original = Batcher.train_batch
+
+    def filling(self, step, micro):
+        if step == 5:
+            free["bytes"] = 5000  # the disk fills up after the save of step 4
+        return original(self, step, micro)
+
+    monkeypatch.setattr(Batcher, "train_batch", filling)
+    with pytest.raises(VoiceTrainError) as info:
+        run(tmp_path, tiny, token_file, name="quota")
+    message = str(info.value)
+    assert "the finished training could not be saved: not enough free space" in message
+    assert "5.00 kB free" in message and "MB" in message and "resume point of step 4 is kept" in message
+    monkeypatch.setattr(Batcher, "train_batch", original)
+    free["bytes"] = 10**12
+    result = run(tmp_path, tiny, token_file, name="quota")
+    assert result.status["checkpoint_sha256"] == fast_run[0].status["checkpoint_sha256"]
+
+
+def test_a_run_whose_saves_cannot_fit_is_refused_before_it_trains(tiny, token_file, tmp_path, monkeypatch):
+    from voice_train import train as train_module
+
+    monkeypatch.setattr(train_module, "free_bytes", lambda directory: 1000)
+    with pytest.raises(VoiceTrainError) as info:
+        run(tmp_path, tiny, token_file, name="nospace")
+    message = str(info.value)
+    assert "not enough free space for training's saves" in message and "1.00 kB free" in message
+    assert "a resume save" in message and "the checkpoint" in message and "train.low_vram: true" in message
+    status = json.loads((tmp_path / "nospace/train_status.json").read_text())
+    assert status["status"] == "error" and status["step"] == 0
+
+
+def test_a_disk_that_fails_to_read_a_save_stops_the_run_and_keeps_the_save(
+    tiny, token_file, fast_run, tmp_path, monkeypatch
+):
+    from voice_train import train_state
+
+    copy_of(fast_run, tmp_path, "eio")
+
+    def failing(path, mmap=False):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(train_state, "_load", failing)
+    with pytest.raises(VoiceTrainError) as info:
+        run(tmp_path, tiny, token_file, name="eio")
+    assert "could not be read (Input/output error)" in str(info.value) and "force_remount" in str(info.value)
+    assert (tmp_path / "eio/state" / FINISHED_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+    ],
+    ids=["OutOfMemoryError", "cuda-runtime", "cublas-alloc", "cudnn-alloc", "cublas-init"],
+)
+def test_out_of_memory_is_recognised_in_every_form_cuda_raises(error):
+    from voice_train.train import out_of_memory_error
+
+    message = str(out_of_memory_error(error, FAST, "train_status.json"))
+    assert "out of GPU memory while training" in message and "train.batch_size" in message
+    try:  # raised from inside another error, as a wrapped library call does
+        raise ValueError("in the forward pass") from error
+    except ValueError as wrapped:
+        assert out_of_memory_error(wrapped, FAST, "x") is not None
+
+
+def test_other_errors_are_not_taken_for_out_of_memory():
+    from voice_train.train import out_of_memory_error
+
+    for error in (RuntimeError("shape mismatch"), ValueError("out of memory"), KeyboardInterrupt()):
+        assert out_of_memory_error(error, FAST, "x") is None
 
 
 def cpu_as(monkeypatch, gpu_name: str, capability: tuple[int, int]) -> None:

@@ -11,31 +11,13 @@ the LM's size again (1.7 GB for musicgen-small).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
-
-def save_torch_atomic(obj, path: str | os.PathLike) -> None:
-    """torch.save through a temp dir, keeping the file name (torch writes it into the archive),
-    so the same object always gives the same bytes."""
-    import torch
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        tmp = tmp_dir / target.name
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+from .fsutil import write_save
 
 
 def export_checkpoint(lm_cfg, weights: dict, metadata: dict, checkpoint_path: str | os.PathLike) -> None:
-    """Write the fine-tuned LM as an audiocraft checkpoint (float32 weights, CPU config)."""
+    """Write the fine-tuned LM as an audiocraft checkpoint (float32 weights, CPU config), complete
+    or absent (:func:`.fsutil.write_save`: it raises ``SaveFailed`` naming the bytes)."""
     import audiocraft
     from omegaconf import OmegaConf
 
@@ -49,7 +31,7 @@ def export_checkpoint(lm_cfg, weights: dict, metadata: dict, checkpoint_path: st
         "exported": True,
         "voice_train": metadata,
     }
-    save_torch_atomic(package, checkpoint_path)
+    write_save(package, checkpoint_path)
 
 
 def load_finetuned(checkpoint: str | os.PathLike, base_model: str, device: str = "cpu", name: str = "voice"):

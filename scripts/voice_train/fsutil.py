@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 # How a Git LFS pointer file begins: a checkout without `git lfs pull` holds these instead of audio.
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+_ZIP_END = b"PK\x05\x06"  # a zip archive (torch.save's format) ends with this record
 
 
 @contextlib.contextmanager
@@ -106,3 +108,94 @@ def sha256_file(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
         while chunk := fh.read(block_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class SaveFailed(Exception):
+    """A save that was refused or failed; every earlier save is untouched. ``str()`` is one line."""
+
+    def __init__(self, path: Path, needed: int, free: int | None, reason: str):
+        self.path, self.needed, self.free, self.reason = path, needed, free, reason
+        free_text = f", {format_bytes(free)} free" if free is not None else ""
+        super().__init__(f"{path} ({format_bytes(needed)}{free_text}): {reason}")
+
+
+def format_bytes(n: int | float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def object_bytes(obj) -> int:
+    """The bytes of the tensors in ``obj`` (nested dicts, lists, tuples): about its saved size."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(object_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(object_bytes(v) for v in obj)
+    return 0
+
+
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Free bytes of the file system holding ``directory`` (a Drive mount reports its quota)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` ends in a whole zip archive: a save cut short does not."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - 65_558))  # the end record and the longest zip comment
+            return size > 0 and _ZIP_END in handle.read()
+    except OSError:
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system syncs a directory (FUSE mounts may not)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_save(obj: dict, path: str | os.PathLike, extra_bytes: int = 0) -> int:
+    """``torch.save`` ``obj`` as ``path``: complete or absent (see the module docstring); its size.
+
+    The temporary directory keeps the file's own name, which torch writes into the archive, so the
+    same object gives the same bytes. ``extra_bytes`` asks for that much more free space (what is
+    still to be written after this file). Raises :class:`SaveFailed`.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = object_bytes(obj) + (1 << 20)  # + pickled structure, names, history
+    free = free_bytes(path.parent)
+    if free is not None and free < needed + extra_bytes:
+        raise SaveFailed(path, needed + extra_bytes, free, "not enough free space, so it was not written")
+    tmp_dir = None
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = tmp_dir / path.name
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        if not is_complete(tmp):
+            raise OSError(errno.EIO, "the written file does not end in a whole archive")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return path.stat().st_size
+    except OSError as exc:
+        raise SaveFailed(path, needed, free, exc.strerror or str(exc)) from exc
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)

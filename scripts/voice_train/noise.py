@@ -24,6 +24,13 @@ QUIET_SHARE = 0.1
 TRIM_SHARE = 0.1
 # What an SNR is reported as when no noise is measurable (digital silence between words).
 MAX_SNR_DB = 80.0
+# A clip's own quiet moments bound the noise under it: in every second of it (BLOCK_FRAMES) the
+# quietest tenth of the frames (the gaps between words) is no quieter than what was heard then.
+# When that bound is CONTAMINATED_DB below the noise of the pauses around the clip, those pauses
+# heard something else (a burst that ended before the clip began) and the bound is the noise.
+BLOCK_FRAMES = 100
+BLOCK_QUIET = 0.1
+CONTAMINATED_DB = 6.0
 
 
 def noise_frames(speech: np.ndarray) -> np.ndarray:
@@ -74,7 +81,10 @@ def span_snr_db(
     first of ``contexts`` (frames on each side, smallest first) that holds ``MIN_NOISE_FRAMES``
     noise frames (the last one in any case). A clip holds too few pauses to measure the noise on
     its own; the nearest ones say what was heard while it was spoken, so a burst of noise next
-    to a clip does not count against it, and one inside it does."""
+    to a clip does not count against it, and one inside it does. Where the nearest pauses with
+    enough noise frames are seconds away and heard a burst the clip was not spoken through (its
+    every second has quiet moments well below that noise: :func:`quiet_bound`), the clip's own
+    quiet moments are the noise."""
     speech = np.asarray(speech, dtype=bool)
     inside = speech[start:end]
     if not inside.any():
@@ -87,4 +97,18 @@ def span_snr_db(
         lo, hi = max(0, start - context), min(power.size, end + context)
         if np.count_nonzero(far[lo - base : hi - base]) >= MIN_NOISE_FRAMES or context == contexts[-1]:
             break
-    return snr_db(speech_power, noise_power(power[lo:hi], speech[lo:hi]))
+    noise = noise_power(power[lo:hi], speech[lo:hi])
+    bound = quiet_bound(power[start:end])
+    if bound * 10 ** (CONTAMINATED_DB / 10) < noise:
+        noise = bound
+    return snr_db(speech_power, noise)
+
+
+def quiet_bound(power: np.ndarray) -> float:
+    """An upper bound of the noise under frames ``power``: the loudest, over its seconds, of each
+    second's quietest tenth (a last part shorter than half a second joins the one before)."""
+    edges = list(range(0, power.size, BLOCK_FRAMES))
+    if len(edges) > 1 and power.size - edges[-1] < BLOCK_FRAMES // 2:
+        edges.pop()
+    bounds = [np.quantile(power[a:b], BLOCK_QUIET) for a, b in zip(edges, [*edges[1:], power.size])]
+    return float(max(bounds)) if bounds else float("inf")

@@ -9,6 +9,10 @@ step), :mod:`.train_state` (resume), :mod:`.export` (the checkpoint) and :mod:`.
 The exported weights are those of the trained step with the lowest validation loss (the base
 model at step 0 is measured, for reference, but never exported); with no validation clips,
 those of the last step.
+
+The end goes in this order, so that a kill at any instant loses nothing: the export's weights
+and ``finished.pt`` are saved (a rerun then exports without training), the checkpoint is written
+(complete or absent), the state shrinks to the finished state, and the status says completed.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import VoiceTrainError
-from .fsutil import remove_stale_temps, sha256_file, write_json_atomic
+from .fsutil import SaveFailed, format_bytes, free_bytes, remove_stale_temps, sha256_file, write_json_atomic
 from .progress import progress
 from .status import JOB_TYPE, StatusWriter
 from .tokens import codec_identity
-from .train_state import FINISHED, HISTORY_FILE, OBSOLETE_FILES, STATE_FILE, load_state, save_state
+from .train_state import FINISHED, HISTORY_FILE, StateStore, StateUnreadable
 from .trainer import Run, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -61,13 +65,9 @@ def train(
     """
     state_dir_ = Path(state_dir)
     state_dir_.mkdir(parents=True, exist_ok=True)
-    for name in (STATE_FILE, "train_status.json", HISTORY_FILE, *OBSOLETE_FILES):
+    for name in ("train_status.json", HISTORY_FILE):
         for leftover in remove_stale_temps(state_dir_ / name):
             log.info("removed %s, left by an interrupted run", leftover)
-    for name in OBSOLETE_FILES:
-        if (state_dir_ / name).exists():
-            (state_dir_ / name).unlink()
-            log.info("removed %s (written by an older version; no longer used)", state_dir_ / name)
     status = StatusWriter(
         status_path,
         str(state_dir_ / "train_status.json"),
@@ -87,7 +87,7 @@ def train(
         return _train(run, status, checkpoint_path, state_dir_, loss_plot_path)
     except BaseException as exc:
         last = status.last or {}
-        explained = out_of_memory_error(exc, settings, status_path)
+        explained = out_of_memory_error(exc, settings, status_path) or state_read_error(exc)
         error = explained or exc
         status.write(**{**last, "status": "error", "error": f"{type(error).__name__}: {error}"})
         if explained is not None:
@@ -95,9 +95,49 @@ def train(
         raise
 
 
+# How CUDA says it ran out of memory besides torch.cuda.OutOfMemoryError: allocations inside
+# cuBLAS, cuDNN, cuFFT or the CUDA runtime come back as plain RuntimeErrors (torch.AcceleratorError
+# from torch 2.8) with these words in them.
+OOM_MESSAGES = (
+    "out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+    "CUFFT_ALLOC_FAILED",
+    "cudaErrorMemoryAllocation",
+    "CUBLAS_STATUS_NOT_INITIALIZED",  # cuBLAS could not allocate its handle's workspace
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is CUDA running out of memory, in any form."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(exc, RuntimeError) and any(m.lower() in str(exc).lower() for m in OOM_MESSAGES):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def state_read_error(exc: BaseException) -> VoiceTrainError | None:
+    """A failing disk under a saved state as one line with the fix; else None."""
+    if not isinstance(exc, StateUnreadable):
+        return None
+    return VoiceTrainError(
+        str(exc.path),
+        f"the saved training state could not be read ({str(exc).split(': ', 1)[-1]}); it was left as it is",
+        "check the disk; on Google Drive remount it (drive.mount('/content/drive', force_remount=True)) "
+        "and rerun snakemake, which resumes from it",
+    )
+
+
 def out_of_memory_error(exc: BaseException, settings: TrainSettings, where: str) -> VoiceTrainError | None:
-    """A GPU out-of-memory error as one line naming the settings that lower memory; else None."""
-    if type(exc).__name__ != "OutOfMemoryError":
+    """A GPU out-of-memory error (in any of its forms) as one line naming the settings that lower
+    memory; else None."""
+    if isinstance(exc, VoiceTrainError) or not is_out_of_memory(exc):
         return None
     run = settings.effective()
     batch = f"train.batch_size {settings.batch_size} x train.segment_s {settings.segment_s} s"
@@ -125,16 +165,25 @@ def _fmt_loss(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+SPACE_FIX = (
+    "free space there (on Google Drive, also empty the bin: deleted files count for 30 days), "
+    "or set train.low_vram: true (LoRA: about 0.1 GB a save for musicgen-small), "
+    "or raise train.save_every"
+)
+
+
 def _train(
     run: Run, status: StatusWriter, checkpoint_path: str, state_dir: Path, loss_plot_path: str | None
 ) -> TrainResult:
-    settings = run.settings
-    state_path = state_dir / STATE_FILE
-    state, why = load_state(state_path, run.fingerprint)
-    voice = status.base["voice"]
+    settings, voice = run.settings, status.base["voice"]
+    store = StateStore(state_dir, run.state_parts, log)
+    for leftover in store.remove_leftovers():
+        log.info("removed %s, left by an interrupted save or an older version", leftover)
+    state, why = store.load()
     console.info("train %s: %s", voice, why if state is not None else f"starting clean: {why}")
     if state is not None and state["kind"] == FINISHED:
-        return _export(run, status, state, checkpoint_path, state_dir, loss_plot_path, speed={})
+        return _export(run, status, store, state, checkpoint_path, loss_plot_path, speed={})
+    _check_space(run, store, checkpoint_path)
     if state is not None:
         run.resume(state)
     del state
@@ -161,16 +210,67 @@ def _train(
             "(set prepare.valid_fraction above 0 to choose them by validation loss)",
             voice,
         )
-    speed = _loop(run, status, state_path)
-    return _export(run, status, None, checkpoint_path, state_dir, loss_plot_path, speed)
+    speed = _loop(run, status, store)
+    return _export(run, status, store, None, checkpoint_path, loss_plot_path, speed)
 
 
-def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
+def _same_disk(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_dev == b.stat().st_dev
+    except OSError:
+        return False
+
+
+def _check_space(run: Run, store: StateStore, checkpoint_path: str) -> None:
+    """Refuse, before any step, a run whose saves cannot fit where they go (one line, the bytes)."""
+    sizes, settings = run.save_sizes(), run.settings
+    parts = {"the best step's weights": sizes["weights"]}
+    if settings.save_every < settings.steps:
+        parts = {"a resume save": sizes["resume"], **parts}
+    checkpoint_dir = Path(checkpoint_path).parent
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if _same_disk(store.dir, checkpoint_dir):
+        parts["the checkpoint"] = sizes["checkpoint"]
+    free = free_bytes(store.dir)
+    if free is None or free >= sum(parts.values()):
+        return
+    listed = ", ".join(f"{format_bytes(n)} {what}" for what, n in parts.items())
+    raise VoiceTrainError(
+        str(store.dir),
+        f"not enough free space for training's saves: they need {format_bytes(sum(parts.values()))} "
+        f"({listed}) and the disk has {format_bytes(free)} free",
+        SPACE_FIX,
+    )
+
+
+def _save(run: Run, store: StateStore, step: int, last_saved: int | None, voice: str) -> int | None:
+    """A resume point at ``step``; the step of the newest save on disk afterwards."""
+    best_now = run.best is not None and run.best["step"] == step
+    weights = run.best_weights if best_now and run.best_weights is not None else run.weights()
+    started = time.monotonic()
+    try:
+        store.save_running(step, weights, run.best, run.best_weights, **run.running_fields())
+    except SaveFailed as exc:
+        kept = f"the save of step {last_saved} is kept" if last_saved else "there is no earlier save"
+        console.warning(
+            "train %s: the resume point of step %d was not saved: %s; %s and training goes on; fix: %s",
+            voice,
+            step,
+            exc,
+            kept,
+            SPACE_FIX,
+        )
+        return last_saved
+    log.info("saved the resume point of step %d in %.1f s", step, time.monotonic() - started)
+    return step
+
+
+def _loop(run: Run, status: StatusWriter, store: StateStore) -> dict:
     """Train from ``run.step`` to the last step; returns how long it took and how fast it went."""
     settings, voice = run.settings, status.base["voice"]
     run.lm.train()
     started, first, tokens_seen = time.monotonic(), run.step, 0
-    saved = run.step  # the step of the state on disk
+    last_saved = run.step or None  # the step of the newest save on disk
     if run.step == 0:
         _report_eval(run, 0, run.validate(0)[0], voice, eta=None)
     # Closed also when a step raises, so that no half-drawn bar is left to print at exit.
@@ -188,14 +288,12 @@ def _loop(run: Run, status: StatusWriter, state_path: Path) -> dict:
             eta = (settings.steps - done) / rate if rate > 0 else None
             val = None
             if done % settings.eval_every == 0 or done == settings.steps:
-                val, improved = run.validate(done)
+                val, _ = run.validate(done)
                 _report_eval(run, done, val, voice, eta)
-                # A new best: resume from it (at most every save_every steps; each save writes the state).
-                if improved and done - saved >= settings.save_every and done != settings.steps:
-                    run.save(state_path, done)
-                    saved = done
-            if not run.has_validation and done % settings.save_every == 0 and done != settings.steps:
-                run.save(state_path, done)
+            # A resume point every save_every steps, whatever validation does (the last step's
+            # weights go straight into the finished state).
+            if done % settings.save_every == 0 and done != settings.steps:
+                last_saved = _save(run, store, done, last_saved, voice)
             if done % settings.log_every == 0 or val is not None or done == settings.steps:
                 status.write(
                     status="running",
@@ -245,51 +343,71 @@ def _best_fields(run: Run) -> dict:
     }
 
 
-def _finish(run: Run, state_dir: Path, speed: dict) -> tuple[dict, dict]:
-    """Shrink the state to the chosen weights (no optimizer): the exported ones, kept for
-    ``--forcerun train``. Returns (weights, result)."""
+def _finish(run: Run, store: StateStore, checkpoint_path: str, speed: dict) -> tuple[dict, dict]:
+    """Save the finished state before the checkpoint: the chosen weights (no optimizer) and what
+    the export and ``--forcerun train`` need. Returns (weights, result)."""
     settings = run.settings
-    weights = run.best_weights if run.has_validation else run.weights()
+    by_validation = run.has_validation and run.best is not None  # None: no finite validation loss
+    chosen_step = run.best["step"] if by_validation else settings.steps
+    weights = run.best_weights if by_validation else run.weights()
     result = {
         "final_loss": run.history["loss"][-1][1] if run.history["loss"] else None,
         "lr": run.scheduler.get_last_lr()[0],
         **speed,
-        "chosen_step": run.best["step"] if run.has_validation else settings.steps,
+        "chosen_step": chosen_step,
     }
-    save_state(
-        state_dir / STATE_FILE,
-        FINISHED,
-        fingerprint=run.fingerprint,
-        step=settings.steps,
-        weights=weights,
-        history=run.history,
-        best=run.best,
-        counters=run.counters,
-        result=result,
-    )
+    checkpoint_dir = Path(checkpoint_path).parent
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    still_to_write = run.save_sizes()["checkpoint"] if _same_disk(store.dir, checkpoint_dir) else 0
+    try:
+        store.save_finished(
+            step=settings.steps,
+            weights_step=chosen_step,
+            weights=weights,
+            extra_bytes=still_to_write,
+            history=run.history,
+            best=run.best,
+            counters=run.counters,
+            result=result,
+        )
+    except SaveFailed as exc:
+        newest = store.saves("resume")
+        kept = f"the resume point of step {newest[0][0]} is kept" if newest else "no resume point was saved"
+        raise VoiceTrainError(
+            str(exc.path),
+            f"the finished training could not be saved: {exc.reason} ({exc}); {kept}",
+            SPACE_FIX,
+        ) from exc
     return weights, result
 
 
 def _export(
     run: Run,
     status: StatusWriter,
+    store: StateStore,
     finished: dict | None,
     checkpoint_path: str,
-    state_dir: Path,
     loss_plot_path: str | None,
     speed: dict,
 ) -> TrainResult:
-    """Export the checkpoint of the chosen weights, draw the loss curve, and say completed."""
+    """Export the checkpoint of the chosen weights, shrink the state, draw the loss curve, and say
+    completed."""
     from . import lora, presets
     from .export import export_checkpoint
 
     settings, voice = run.settings, status.base["voice"]
     if finished is None:
-        chosen, result = _finish(run, state_dir, speed)
+        chosen, result = _finish(run, store, checkpoint_path, speed)
     else:
         chosen, result = finished["weights"], finished["result"]
         run.history, run.best, run.counters = finished["history"], finished["best"], finished["counters"]
-    selection = "lowest validation loss" if run.has_validation else "last step (no validation clips)"
+    selection = (
+        "lowest validation loss"
+        if run.best is not None
+        else "last step (no validation clips)"
+        if not run.has_validation
+        else "last step (no finite validation loss)"
+    )
     fields_ = _best_fields(run)
     warning = _never_beat_the_base(fields_, run.lr_key)
     if warning:
@@ -311,7 +429,17 @@ def _export(
     }
     if run.uses_lora:  # the export is the base model's weights plus the merged update
         chosen = lora.merged_state(presets.load_lm_state(run.model_name), run.lm, chosen)
-    export_checkpoint(run.lm.cfg, chosen, metadata, checkpoint_path)
+    try:
+        export_checkpoint(run.lm.cfg, chosen, metadata, checkpoint_path)
+    except SaveFailed as exc:
+        raise VoiceTrainError(
+            checkpoint_path,
+            f"the checkpoint could not be written: {exc.reason} ({exc}); the finished training is saved "
+            "and a rerun exports it without training",
+            "free space there (on Google Drive, also empty the bin: deleted files count for 30 days), "
+            "then rerun snakemake",
+        ) from exc
+    store.shrink()
     if loss_plot_path is not None:
         from .plots import draw_loss_curve
 
@@ -347,7 +475,7 @@ def _export(
         checkpoint_size_bytes=os.path.getsize(checkpoint_path),
         artifactRefs=[str(checkpoint_path)],
     )
-    write_json_atomic(state_dir / HISTORY_FILE, run.history)
+    write_json_atomic(store.dir / HISTORY_FILE, run.history)
     return TrainResult(status=final, checkpoint=str(checkpoint_path))
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 from .batches import Batcher
 from .errors import VoiceTrainError
 from .objective import evaluate, lm_loss
 from .precision import precision_plan, resolve_device
 from .tokens import REBUILD_TOKENS, codec_identity, load_tokens
-from .train_state import RUNNING, fingerprint, save_state
+from .train_state import fingerprint_parts
 
 LOW_VRAM_RANK = 16
 # fp16 steps whose gradients overflow are skipped by the scaler; this many in a row is a failure.
@@ -121,7 +120,8 @@ class Run:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, settings))
         self.scaler = self.plan.grad_scaler()
-        self.fingerprint = fingerprint(settings, model_name, base_lm_file, self.tokens)
+        precision = self.plan.name + (" with a half-precision frozen base" if self.plan.half_base else "")
+        self.state_parts = fingerprint_parts(settings, precision, model_name, base_lm_file, self.tokens)
         self.step = 0
         self.history: dict = {"loss": [], "val": []}
         self.best: dict | None = None  # {"step", "val_loss"}: the best trained step
@@ -149,7 +149,7 @@ class Run:
             self.lm.load_state_dict(weights)
 
     def resume(self, state: dict) -> None:
-        """Continue from a running state (saved at the best step, or at a save_every step)."""
+        """Continue from a resume save (:meth:`.train_state.StateStore.load`)."""
         self.load_weights(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -157,24 +157,25 @@ class Run:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.history, self.best = int(state["step"]), state["history"], state["best"]
         self.counters = dict(state["counters"])
-        if self.has_validation and self.best is not None:
-            self.best_weights = state["weights"]
+        self.best_weights = state["best_weights"] if self.has_validation else None
 
-    def save(self, path: Path, step: int) -> None:
-        weights = self.best_weights if self.best_weights is not None and self.best["step"] == step else None
-        save_state(
-            path,
-            RUNNING,
-            fingerprint=self.fingerprint,
-            step=step,
-            weights=weights if weights is not None else self.weights(),
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else {},
-            history=self.history,
-            best=self.best,
-            counters=self.counters,
-        )
+    def running_fields(self) -> dict:
+        """What a resume save holds besides the weights and the best step."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "history": self.history,
+            "counters": self.counters,
+        }
+
+    def save_sizes(self) -> dict:
+        """About how many bytes each kind of file takes: a resume save (weights + AdamW's two
+        moments), a weights file, and the exported checkpoint (the whole LM in float32)."""
+        trainable = sum(p.numel() for p in self.params) * 4
+        lm = sum(v.numel() for v in self.lm.state_dict().values()) * 4
+        weights = trainable if self.uses_lora else lm
+        return {"resume": weights + 2 * trainable, "weights": weights, "checkpoint": lm}
 
     def train_step(self, step: int) -> tuple[float, float | None, int]:
         """One optimizer step: (loss, gradient norm or None when the step was skipped, tokens)."""
@@ -230,7 +231,9 @@ class Run:
         """Validation loss at ``step`` and whether it is the best trained step so far."""
         val = evaluate(self.lm, self.batcher, self.device, self.plan.autocast)
         self.history["val"].append([step, val])
-        improved = step > 0 and val is not None and (self.best is None or val < self.best["val_loss"])
+        # A NaN never wins: it would be the best step for ever (nothing compares below it).
+        finite = val is not None and math.isfinite(val)
+        improved = step > 0 and finite and (self.best is None or val < self.best["val_loss"])
         if improved:
             self.best = {"step": step, "val_loss": val}
             self.best_weights = self.weights()
