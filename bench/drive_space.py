@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--low-vram", action="store_true")
     parser.add_argument("--model-dir", help="where the preset is built (reused if there); default: temp")
     parser.add_argument("--write-mb-s", type=float, default=None, help="slow the mount's writes to this rate")
+    parser.add_argument("--quota-gb", type=float, default=15.0, help="the Drive's quota (15: a free one)")
     parser.add_argument(
         "--project", nargs=3, type=int, default=[1500, 100, 100], metavar=("STEPS", "SAVE", "EVAL")
     )
@@ -145,7 +146,7 @@ def main() -> None:
         precision="fp32",
         device="cpu",
     )
-    with drive_mount(scratch / "drive", write_mb_s=args.write_mb_s) as drive:
+    with drive_mount(scratch / "drive", quota=int(args.quota_gb * 1e9), write_mb_s=args.write_mb_s) as drive:
         work = drive.mount / "voice-train"  # the Drive folder: results/ of one voice
         work.mkdir()
         shutil.copy2(tokens_path, work / "tokens.npz")  # the token cache lives on Drive too
@@ -176,6 +177,7 @@ def main() -> None:
             "save_every": args.save_every,
             "eval_every": args.eval_every,
             "write_mb_s": args.write_mb_s,
+            "quota_gb": args.quota_gb,
             "seconds": round(seconds, 1),
             "mount": stats,
             "saves": saves,

@@ -20,6 +20,9 @@ def main():
         settings=PrepareSettings.from_config(snakemake.params.settings),
         threads=snakemake.threads,
         speakers=SpeakerSettings(**snakemake.params.speakers),
+        # Local scratch, never the dataset's disk (Google Drive on Colab); not a param: a path
+        # does not change the clips.
+        scratch_dir=snakemake.config["paths"].get("scratch_dir") or None,
     )
     logging.info("%d clips: %s", manifest["count"], json.dumps(manifest["summary"]))
 

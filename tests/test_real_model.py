@@ -168,7 +168,8 @@ def test_low_vram_trains_lora_on_the_cross_attention_too(real_tokens, tmp_path):
     assert (
         loaders.load_lm_model(status["checkpoint"], device="cpu").cfg.conditioners.description.model == "t5"
     )
-    # The sample rule's path on a LoRA-trained checkpoint (the workflow test below runs full fine-tuning).
+    # The sample rule's path on a LoRA-trained checkpoint, in this process (the workflow test below
+    # runs LoRA through the shipped config's low_vram).
     clips = sorted(Path(real_tokens).parent.glob("clip_*.flac"))
     manifest = {"entries": [{"target": str(clips[1]), "split": "valid"}]}
     wavs = {kind: tmp_path / f"{kind}.wav" for kind in ("text", "continuation")}
@@ -206,22 +207,22 @@ def real_job(workdir: Path) -> Path:
 
 @pytest.mark.workflow
 def test_the_real_config_runs_end_to_end_offline(tmp_path, fake_hub):
-    """The shipped config as it is (full fine-tuning) on the cache as the hub has it (the codec a
-    pointer to facebook/encodec_32khz). The other cache form loads in test_fakehub.py; LoRA
-    training and sampling run above, in this process."""
+    """The shipped config as it is (LoRA through low_vram, the default for a free Drive) on the
+    cache as the hub has it (the codec a pointer to facebook/encodec_32khz). The other cache form
+    loads in test_fakehub.py; full fine-tuning of the real structure runs above, in this process."""
     workdir = real_job(tmp_path / "wf")
     proc = snakemake(workdir, "--configfile", "config/real.yaml", env=fake_hub["env"], check=False)
     fields = report_fields(workdir)
     assert proc.returncode == 0 and fields["objective_status"] == "completed", fields["root_cause"]
     status = json.loads(fields["training_status_json"])
     assert status["model"] == MUSICGEN and status["step"] == 4 and status["best_step"] > 0
-    assert status["lr_setting"] == "train.lr"
+    assert status["lr_setting"] == "train.lora_lr"
     identity = tokens.load_tokens(workdir / "results/tokens/nan.npz").meta["codec"]
     assert identity["pretrained"] == "facebook/encodec_32khz"
     for name in ("text.wav", "continuation.wav"):
         audio, rate = sf.read(workdir / "results/samples/nan" / name)
         assert rate == 32000 and len(audio) == pytest.approx(32000, abs=700)
-    assert "full fine-tuning" in (workdir / "results/logs/train/nan.log").read_text()
+    assert "LoRA rank 16" in (workdir / "results/logs/train/nan.log").read_text()
     evaluation = json.loads((workdir / "results/eval/nan/voice_eval.json").read_text())
     assert evaluation["status"] == "skipped" and "evaluate.enabled is false" in evaluation["note"]
     assert [fields[f"voice_similarity_{g}"] for g in ("finetuned", "base", "ceiling")] == ["N/A"] * 3

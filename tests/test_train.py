@@ -775,6 +775,29 @@ def test_a_run_whose_saves_cannot_fit_is_refused_before_it_trains(tiny, token_fi
     assert status["status"] == "error" and status["step"] == 0
 
 
+@pytest.mark.parametrize("mount", ["ext4", "fuse.drive"])
+def test_on_a_mount_that_keeps_deleted_files_every_save_of_the_run_must_fit(
+    tiny, token_file, tmp_path, monkeypatch, mount
+):
+    """Room for one resume point, the weights and the checkpoint, not for two resume points: on a
+    local disk that is enough (a save's space comes back), on Drive (FUSE, a bin) it is not."""
+    from voice_train import fsutil
+    from voice_train import train as train_module
+    from voice_train.trainer import Run
+
+    sizes = Run(token_file, tiny, FAST, "torch").save_sizes()
+    room = sizes["resume"] + sizes["weights"] + sizes["checkpoint"] + 10**6
+    monkeypatch.setattr(train_module, "free_bytes", lambda directory: room)
+    monkeypatch.setattr(fsutil, "mount_type", lambda path: mount)
+    if mount == "ext4":
+        assert run(tmp_path, tiny, token_file, name=mount).status["status"] == "completed"
+        return
+    with pytest.raises(VoiceTrainError) as info:
+        run(tmp_path, tiny, token_file, name=mount)
+    message = str(info.value)
+    assert "2 resume points" in message and "keeps deleted files" in message and "30 days" in message
+
+
 def test_a_disk_that_fails_to_read_a_save_stops_the_run_and_keeps_the_save(
     tiny, token_file, fast_run, tmp_path, monkeypatch
 ):

@@ -116,7 +116,8 @@ class SaveFailed(Exception):
     def __init__(self, path: Path, needed: int, free: int | None, reason: str):
         self.path, self.needed, self.free, self.reason = path, needed, free, reason
         free_text = f", {format_bytes(free)} free" if free is not None else ""
-        super().__init__(f"{path} ({format_bytes(needed)}{free_text}): {reason}")
+        self.size_text = f"{format_bytes(needed)} to write{free_text}"
+        super().__init__(f"{path} ({self.size_text}): {reason}")
 
 
 def format_bytes(n: int | float) -> str:
@@ -137,6 +138,26 @@ def object_bytes(obj) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(object_bytes(v) for v in obj)
     return 0
+
+
+def mount_type(path: str | os.PathLike) -> str:
+    """The file system type of the mount that holds ``path`` (``ext4``, ``fuse.drive``, ...), from
+    /proc/self/mounts; ``""`` where that cannot be read (not Linux)."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
 
 
 def free_bytes(directory: str | os.PathLike) -> int | None:

@@ -13,11 +13,15 @@ spool, applies its gain and writes it as FLAC.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,6 +126,38 @@ def analyse_to_spool(
     return Analysis(samples, power.result(), meter.steps())
 
 
+SPOOL_PREFIX = "voice-train-spool-"
+
+
+@contextlib.contextmanager
+def scratch_spool(scratch_dir: str | Path | None, voice: str) -> Iterator[Path]:
+    """A spool file in a folder of its own under ``scratch_dir`` (the system temp dir when
+    empty), removed afterwards; folders that killed runs of this voice left there are removed
+    first (their process is gone), those of other voices' running jobs are left alone."""
+    root = Path(scratch_dir or tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{SPOOL_PREFIX}{voice}-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / f"{SPOOL_PREFIX}{voice}-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    try:
+        yield folder / "resampled.f32"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_spool(spool: Path, start: int, stop: int) -> np.ndarray:
     """Read samples ``[start, stop)`` of the spool file."""
     itemsize = np.dtype(_SPOOL_DTYPE).itemsize
@@ -163,6 +199,7 @@ def prepare_dataset(
     settings: PrepareSettings,
     threads: int = 1,
     speakers: SpeakerSettings | None = None,
+    scratch_dir: str | Path | None = None,
 ) -> dict:
     """Write clips, per-clip info, ``data.jsonl`` and the manifest under ``dataset_dir``.
 
@@ -171,7 +208,10 @@ def prepare_dataset(
     manifest is written last, so a manifest on disk always describes complete clips.
     ``threads`` > 1 overlaps decoding with analysis and writes that many clips at a time;
     the outputs are the same bytes for any ``threads``. With ``speakers`` enabled, only the
-    target voice's speech makes clips (see ``screen_voices``). Returns the manifest.
+    target voice's speech makes clips (see ``screen_voices``). The float32 copy of the whole
+    recording that the analysis reads several times (~460 MB an hour) goes to ``scratch_dir``
+    (default: the system's temp dir), never beside the dataset: on Colab that is Google Drive,
+    where every byte is uploaded and a deleted file stays in the bin. Returns the manifest.
     """
     source, dataset_dir = Path(source), Path(dataset_dir)
     if sha256_file(source) != marker["sha256"]:
@@ -186,8 +226,7 @@ def prepare_dataset(
     manifest_path = dataset_dir / "voice_dataset_manifest.json"
     clips_dir = dataset_dir / "clips"
     hum = source_hum(source, marker) if settings.remove_hum else None
-    with atomic_dir(clips_dir) as staging:
-        spool = staging / ".resampled.f32"
+    with atomic_dir(clips_dir) as staging, scratch_spool(scratch_dir, voice) as spool:
         analysis = analyse_to_spool(source, spool, sr, threads, SpeechFilter(sr, settings.highpass_hz, hum))
         frame_db = analysis.frame_db
         speech = detect_speech(spool, analysis, settings, threads)
@@ -249,7 +288,6 @@ def prepare_dataset(
             entries = list(progress(written, total=len(ids), unit="clip", desc="write clips"))
         finally:
             pool.shutdown(cancel_futures=True)
-        os.remove(spool)
     write_audiocraft_index(dataset_dir, entries)
     kept_snrs = [snr for _, snr in kept]
     manifest = {

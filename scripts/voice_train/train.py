@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import fsutil
 from .errors import VoiceTrainError
 from .fsutil import SaveFailed, format_bytes, free_bytes, remove_stale_temps, sha256_file, write_json_atomic
 from .progress import progress
@@ -222,11 +223,20 @@ def _same_disk(a: Path, b: Path) -> bool:
 
 
 def _check_space(run: Run, store: StateStore, checkpoint_path: str) -> None:
-    """Refuse, before any step, a run whose saves cannot fit where they go (one line, the bytes)."""
+    """Refuse, before any step, a run whose saves cannot fit where they go (one line, the bytes).
+
+    On a local disk a save's space comes back when the save it replaces is deleted, so the run
+    needs room for its largest moment: a resume point, the best step's weights and the
+    checkpoint. On a FUSE mount (Google Drive on Colab) a deleted file keeps its space in the bin
+    for 30 days, so there the run needs room for everything it will write."""
     sizes, settings = run.save_sizes(), run.settings
-    parts = {"the best step's weights": sizes["weights"]}
-    if settings.save_every < settings.steps:
-        parts = {"a resume save": sizes["resume"], **parts}
+    resume_points = max(0, (settings.steps - 1) // settings.save_every - run.step // settings.save_every)
+    keeps_deleted = fsutil.mount_type(store.dir).startswith("fuse")
+    parts = {}
+    if resume_points:
+        count = resume_points if keeps_deleted else 1
+        parts[f"{count} resume point{'s' if count > 1 else ''}"] = count * sizes["resume"]
+    parts["the best step's weights"] = sizes["weights"]
     checkpoint_dir = Path(checkpoint_path).parent
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if _same_disk(store.dir, checkpoint_dir):
@@ -235,10 +245,16 @@ def _check_space(run: Run, store: StateStore, checkpoint_path: str) -> None:
     if free is None or free >= sum(parts.values()):
         return
     listed = ", ".join(f"{format_bytes(n)} {what}" for what, n in parts.items())
+    where = (
+        f"; it is a {fsutil.mount_type(store.dir)} mount, which keeps deleted files (Google Drive: in the "
+        "bin, for 30 days), so every save counts"
+        if keeps_deleted
+        else ""
+    )
     raise VoiceTrainError(
         str(store.dir),
         f"not enough free space for training's saves: they need {format_bytes(sum(parts.values()))} "
-        f"({listed}) and the disk has {format_bytes(free)} free",
+        f"({listed}) and the disk has {format_bytes(free)} free{where}",
         SPACE_FIX,
     )
 
@@ -375,7 +391,7 @@ def _finish(run: Run, store: StateStore, checkpoint_path: str, speed: dict) -> t
         kept = f"the resume point of step {newest[0][0]} is kept" if newest else "no resume point was saved"
         raise VoiceTrainError(
             str(exc.path),
-            f"the finished training could not be saved: {exc.reason} ({exc}); {kept}",
+            f"the finished training could not be saved: {exc.reason} ({exc.size_text}); {kept}",
             SPACE_FIX,
         ) from exc
     return weights, result
@@ -434,8 +450,8 @@ def _export(
     except SaveFailed as exc:
         raise VoiceTrainError(
             checkpoint_path,
-            f"the checkpoint could not be written: {exc.reason} ({exc}); the finished training is saved "
-            "and a rerun exports it without training",
+            f"the checkpoint could not be written: {exc.reason} ({exc.size_text}); the finished "
+            "training is saved and a rerun exports it without training",
             "free space there (on Google Drive, also empty the bin: deleted files count for 30 days), "
             "then rerun snakemake",
         ) from exc
