@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +148,37 @@ def test_threads_give_the_same_bytes(tmp_path, prepared):
     assert without_paths(threaded) == without_paths(manifest)
     for name in sorted(p.name for p in (out / "clips").iterdir()):
         assert (tmp_path / "clips" / name).read_bytes() == (out / "clips" / name).read_bytes()
+
+
+def test_the_spool_goes_to_local_scratch_never_beside_the_dataset(tmp_path, prepared, monkeypatch):
+    """The float32 copy of the recording (~460 MB an hour) lives in paths.scratch_dir while prepare
+    works, never under the dataset (Google Drive on Colab), and is gone afterwards; a spool that a
+    killed run of this voice left there is removed, a running job's of another voice is not."""
+    from voice_train import prepare as prepare_module
+
+    source, _, manifest = prepared
+    scratch, dataset = tmp_path / "scratch", tmp_path / "dataset"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = scratch / f"voice-train-spool-tester-{dead.pid}"
+    other = scratch / f"voice-train-spool-other-{os.getpid()}"
+    for folder in (stale, other):
+        folder.mkdir(parents=True)
+        (folder / "resampled.f32").write_bytes(b"\0" * 1000)
+    spools = []
+    original = prepare_module.analyse_to_spool
+
+    def spying(source_, spool, *args, **kwargs):
+        spools.append(Path(spool))
+        return original(source_, spool, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "analyse_to_spool", spying)
+    marker = run_preflight(source, PreflightSettings(min_bytes=1000, min_duration_s=5))
+    again = prepare_dataset(source, marker, "tester", "a test voice", dataset, SETTINGS, scratch_dir=scratch)
+    assert again["count"] == manifest["count"]
+    assert spools and spools[0].parent.parent == scratch and dataset not in spools[0].parents
+    assert sorted(p.name for p in scratch.iterdir()) == [other.name], "the stale spool went, the other stays"
+    assert not [p for p in dataset.rglob("*.f32")]
 
 
 def test_dropping_most_of_the_speech_for_noise_is_said_in_one_line():
