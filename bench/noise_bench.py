@@ -108,7 +108,10 @@ def child(args) -> dict:
     pre = {k: v for k, v in config["preflight"].items() if k in PreflightSettings.__dataclass_fields__}
     pre.update(min_bytes=1, min_duration_s=10)
     fields = set(PrepareSettings.__dataclass_fields__) | set(SegmentSettings.__dataclass_fields__)
-    settings = PrepareSettings.from_config({k: v for k, v in config["prepare"].items() if k in fields})
+    # No guard between the splits: the bench judges cuts and what the clips keep, and the guard
+    # leaves out whole clips at split boundaries (voice_train.splits).
+    prepare = {k: v for k, v in config["prepare"].items() if k in fields} | {"split_guard_s": 0.0}
+    settings = PrepareSettings.from_config({k: v for k, v in prepare.items() if k in fields})
     t0 = time.perf_counter()
     try:
         marker = run_preflight(args.source, PreflightSettings(**pre))

@@ -187,6 +187,7 @@ def voice_outputs(voice):
         f"{dataset}/data.jsonl",
         f"{dataset}/train/data.jsonl",
         f"{dataset}/valid/data.jsonl",
+        f"{dataset}/test/data.jsonl",
         f"{dataset}/clips",
         tokens_path(voice),
         status_path(voice),
@@ -195,6 +196,8 @@ def voice_outputs(voice):
         *sample_paths(voice),
         listen_page_path(voice),
         evaluation_path(voice),
+        f"{PATHS['eval_dir']}/{voice}/listen.html",
+        f"{PATHS['eval_dir']}/{voice}/pieces",
     ]
 
 

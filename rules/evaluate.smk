@@ -1,13 +1,23 @@
 rule evaluate:
-    # Does it sound like her? Speaker similarity to the held-out validation clips of the fine-tuned
-    # model's samples, the base model's (same prompts and seeds) and real training clips (the ceiling).
+    # Does it sound like her? On the test block only: continuations of test clips by the fine-tuned
+    # and the base model (same prompts and seeds), her real audio after each prompt and that audio
+    # through the model's codec; speaker similarity, DNSMOS quality and the copy check against the
+    # training token cache; the pieces kept as WAVs with a page that plays them side by side.
     input:
         lm_checkpoint=lambda wildcards: checkpoint_path(wildcards.voice),
         model=model_input,
         status=lambda wildcards: status_path(wildcards.voice),
         manifest=lambda wildcards: manifest_path(wildcards.voice),
+        tokens=lambda wildcards: tokens_path(wildcards.voice),
     output:
         evaluation=f"{PATHS['eval_dir']}/{{voice}}/voice_eval.json",
+        listen=report(
+            f"{PATHS['eval_dir']}/{{voice}}/listen.html",
+            caption="report/eval_listen.rst",
+            category="Does it sound like her?",
+            labels={"voice": "{voice}", "page": "side by side"},
+        ),
+        wavs=directory(f"{PATHS['eval_dir']}/{{voice}}/pieces"),
     log:
         f"{LOGS}/evaluate/{{voice}}.log",
     benchmark:

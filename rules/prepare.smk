@@ -8,6 +8,7 @@ rule prepare:
         index=f"{PATHS['dataset_dir']}/{{voice}}/data.jsonl",
         train_index=f"{PATHS['dataset_dir']}/{{voice}}/train/data.jsonl",
         valid_index=f"{PATHS['dataset_dir']}/{{voice}}/valid/data.jsonl",
+        test_index=f"{PATHS['dataset_dir']}/{{voice}}/test/data.jsonl",
         clips=directory(f"{PATHS['dataset_dir']}/{{voice}}/clips"),
     log:
         f"{LOGS}/prepare/{{voice}}.log",

@@ -20,7 +20,7 @@ from voice_train.filters import SpeechFilter
 from voice_train.fsutil import sha256_file
 from voice_train.loudness import LoudnessMeter, gated_loudness
 from voice_train.preflight import PreflightSettings, run_preflight
-from voice_train.prepare import PrepareSettings, assign_splits, noisy_warning, prepare_dataset
+from voice_train.prepare import PrepareSettings, noisy_warning, prepare_dataset
 from voice_train.segment import SegmentSettings
 
 SETTINGS = PrepareSettings(segment=SegmentSettings(min_clip_s=2, max_clip_s=8), valid_fraction=0.2)
@@ -41,7 +41,7 @@ def test_manifest_keeps_the_runbook_fields(prepared):
     on_disk = json.loads((out / "voice_dataset_manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["schema"] == "voice_dataset/1" and manifest["mode"] == "voice_dataset"
-    assert manifest["count"] == len(manifest["entries"]) > 3
+    assert manifest["count"] == len(manifest["entries"]) >= 3  # a train, a valid and a test clip
     for entry in manifest["entries"]:
         assert {"source", "target", "bytes", "sha256"} <= entry.keys()
         assert {"offset_s", "duration_s", "sample_rate", "split", "description"} <= entry.keys()
@@ -77,14 +77,18 @@ def test_clips_are_the_source_at_their_offsets_high_passed(prepared):
     assert np.corrcoef(clip, original)[0, 1] > 0.999
 
 
-def test_split_is_deterministic_and_has_validation(prepared):
-    _, _, manifest = prepared
-    splits = [e["split"] for e in manifest["entries"]]
-    assert "valid" in splits and "train" in splits
-    ids = [Path(e["target"]).stem for e in manifest["entries"]]
-    assert assign_splits(ids, 0.2, 0) == splits
-    assert assign_splits(["a"], 0.2, 0) == ["train"]
-    assert assign_splits(["a", "b"], 0.01, 0).count("valid") == 1
+def test_the_manifest_has_train_valid_and_test_clips_apart_in_time(prepared):
+    _, out, manifest = prepared
+    entries = manifest["entries"]
+    assert {e["split"] for e in entries} == {"train", "valid", "test"}
+    ordered = sorted(entries, key=lambda e: e["offset_s"])
+    for a, b in zip(ordered, ordered[1:]):  # the guard: no clip touches one of another split
+        if a["split"] != b["split"]:
+            assert b["offset_s"] - (a["offset_s"] + a["duration_s"]) >= SETTINGS.split_guard_s - 0.011
+    for split in ("train", "valid", "test"):
+        count = sum(e["split"] == split for e in entries)
+        assert manifest["summary"][split]["count"] == count
+        assert len((out / split / "data.jsonl").read_text().splitlines()) == count
 
 
 def test_audiocraft_index_and_clip_info(prepared):
@@ -104,8 +108,9 @@ def test_summary_accounts_for_the_recording(prepared):
     summary = manifest["summary"]
     assert summary["source_duration_s"] == pytest.approx(40, abs=0.01)
     assert summary["kept_duration_s"] == pytest.approx(sum(e["duration_s"] for e in manifest["entries"]))
-    assert summary["speech_duration_s"] <= summary["kept_duration_s"] <= summary["source_duration_s"]
-    assert summary["train"]["count"] + summary["valid"]["count"] == manifest["count"]
+    kept_or_guarded = summary["kept_duration_s"] + summary["dropped_guard"]["duration_s"]
+    assert summary["speech_duration_s"] <= kept_or_guarded <= summary["source_duration_s"]
+    assert sum(summary[s]["count"] for s in ("train", "valid", "test")) == manifest["count"]
 
 
 def test_no_temporary_files_left(prepared):

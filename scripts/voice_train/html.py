@@ -11,7 +11,7 @@ import os
 from html import escape
 from pathlib import Path
 
-from .evaluate import format_similarity
+from .eval_figures import WHAT_IT_DOES_NOT, format_similarity, verdict
 from .fsutil import read_json, write_text_atomic
 
 _STYLE = """
@@ -75,7 +75,7 @@ def dataset_rows(manifest: dict) -> list[str]:
         _row("kept in clips (s)", _fmt(summary.get("kept_duration_s"), 1), True),
         _row("clips", manifest.get("count", len(durations)), True),
     ]
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         part = summary.get(split, {})
         rows.append(
             _row(
@@ -104,6 +104,7 @@ def dataset_rows(manifest: dict) -> list[str]:
         ("dropped_short", "dropped: too short"),
         ("dropped_silent", "dropped: mostly silent"),
         ("dropped_noisy", "dropped: too noisy (prepare.min_snr_db)"),
+        ("dropped_guard", "left out: between splits (prepare.split_guard_s)"),
     ):
         part = summary.get(key, {})
         rows.append(
@@ -158,15 +159,18 @@ def training_rows(status: dict) -> list[str]:
 
 
 SIMILARITY_MEANING = (
-    "How much each group sounds like the voice: the cosine similarity of speaker embeddings "
-    "(Resemblyzer) to the voice of the held-out validation clips, higher is closer. The ceiling is "
-    "real training clips of the voice. A good fine-tune scores well above the base model and "
-    "approaches the ceiling."
+    "How much each group sounds like her, on the test block of the recording, which training never "
+    "read: the cosine similarity of speaker embeddings (Resemblyzer) to her voice in the other test "
+    "clips, higher is closer; a piece without speech scores 0. 'real' is her own audio after each "
+    "prompt; 'real through the codec' is that audio encoded and decoded by the model's codec, the "
+    "best a model on this codec can reach. A good fine-tune scores well above the base model and "
+    "near the round trip, without copying its training audio."
 )
 _GROUP_LABELS = {
     "finetuned": "fine-tuned model",
     "base": "base model (same prompts and seeds)",
-    "ceiling": "ceiling: real training clips",
+    "ceiling": "real: her test audio",
+    "roundtrip": "real through the codec",
 }
 
 
@@ -175,38 +179,102 @@ def _figure_html(summary: dict | None) -> str:
 
 
 def similarity_section(result: dict) -> str:
-    """Rule evaluate's figures (``voice_eval.json``): a sentence on what they mean, a table of the
-    groups (all, text, continuation, range) and the result's note."""
+    """Rule evaluate's figures (``voice_eval.json``): what they mean, the verdict, a table of the
+    groups (similarity all / text / continuation, quality, no speech, copying) and the notes."""
     if result.get("status") != "completed":
-        return f"<h3>Voice similarity</h3><p>{escape(result.get('note') or 'not evaluated')}</p>"
-    head = "<tr><th>group</th><th>all</th><th>text</th><th>continuation</th><th>min / max</th></tr>"
+        return f"<h3>Does it sound like her?</h3><p>{escape(result.get('note') or 'not evaluated')}</p>"
+    head = (
+        "<tr><th>group</th><th>all</th><th>text</th><th>continuation</th><th>DNSMOS ovrl</th>"
+        "<th>no speech</th><th>copies ≥ 1 s (longest)</th></tr>"
+    )
     rows = []
     for group, label in _GROUP_LABELS.items():
         found = result.get("groups", {}).get(group) or {}
-        overall = found.get("all")
-        span = f"{overall['min']:.3f} / {overall['max']:.3f}" if overall else "n/a"
-        cells = [_figure_html(found.get(part)) for part in ("all", "text", "continuation")] + [span]
+        quality = (found.get("quality") or {}).get("ovrl")
+        share = found.get("copy_share")
+        copies = "n/a" if share is None else f"{share:.2f} ({found.get('longest_copy_s', 0):.1f} s)"
+        cells = [_figure_html(found.get(part)) for part in ("all", "text", "continuation")]
+        cells += [_fmt(quality, 2), str(found.get("no_speech", "n/a")) if found else "n/a", copies]
         rows.append(
             f"<tr><th>{escape(label)}</th>"
             + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
             + "</tr>"
         )
-    reference, prompts = result.get("reference", {}), result.get("prompts", {})
+    held, prompts = result.get("held_out", {}), result.get("prompts", {})
     sources = (
-        f"The voice: {reference.get('n', 'n/a')} {reference.get('split')} clips; continuation prompts: "
-        f"the first {prompts.get('prompt_s', 'n/a')} s of {len(prompts.get('clips', []))} "
-        f"{prompts.get('split')} clips (only the generated part is scored)."
+        f"Her voice: {held.get('n', 'n/a')} {held.get('split')} clips; prompts: the first "
+        f"{prompts.get('prompt_s', 'n/a')} s of {len(prompts.get('clips', []))} of them (only what "
+        "follows is scored, against the other clips)."
     )
     parts = [
-        "<h3>Voice similarity</h3>",
+        "<h3>Does it sound like her?</h3>",
+        f"<p><strong>{escape(verdict(result))}</strong></p>",
         f"<p>{escape(SIMILARITY_MEANING)}</p>",
         f"<table>{head}{''.join(rows)}</table>",
         f'<p class="muted">{escape(sources)}</p>',
+        f'<p class="muted">{escape(WHAT_IT_DOES_NOT)}</p>',
     ]
     parts += [f'<p class="muted">{escape(n)}</p>' for n in result.get("notes", [])]
     if result.get("note"):
         parts.append(f"<p><strong>Note:</strong> {escape(result['note'])}</p>")
     return "\n".join(parts)
+
+
+def write_eval_listen_page(path: str | os.PathLike, result: dict, wav_dir: str | os.PathLike) -> None:
+    """Rule evaluate's pieces side by side: per prompt her real continuation, its round trip, the
+    base and the fine-tuned piece, each with its figures; then the text samples."""
+    voice = result.get("voice", "")
+    if result.get("status") != "completed":
+        body = f"<p>{escape(result.get('note') or 'not evaluated')}</p>"
+        write_text_atomic(path, _page(f"voice-train: does {voice} sound like her?", body))
+        return
+    groups, folder = result.get("groups", {}), Path(wav_dir)
+
+    def cell(group: str, kind: str, index: int) -> str:
+        items = [
+            i for i in (groups.get(group) or {}).get("items", []) if i["kind"] == kind and i["index"] == index
+        ]
+        wav = folder / f"{group}_{kind}_{index}.wav"
+        if not items or not wav.exists():
+            return "<td class='muted'>n/a</td>"
+        item = items[0]
+        quality = (item.get("quality") or {}).get("ovrl")
+        copy = item.get("copy_s")
+        facts = f"similarity {item['similarity']:.3f}" + ("" if item["speech"] else " (no speech)")
+        facts += "" if quality is None else f", DNSMOS {quality:.2f}"
+        facts += "" if copy is None else f", copy {copy:.1f} s"
+        return f"<td>{_audio(wav)}<br><span class='muted'>{escape(facts)}</span></td>"
+
+    order = [g for g in ("ceiling", "roundtrip", "base", "finetuned") if g in groups]
+    head = "<tr><th>prompt</th>" + "".join(f"<th>{escape(_GROUP_LABELS[g])}</th>" for g in order) + "</tr>"
+    prompts = result.get("prompts", {}).get("clips", [])
+    rows = [
+        f"<tr><th>{escape(os.path.basename(name))}</th>"
+        + "".join(cell(g, "continuation", i) for g in order)
+        + "</tr>"
+        for i, name in enumerate(prompts)
+    ]
+    text_order = [g for g in ("base", "finetuned") if g in groups]
+    n_text = (
+        max(((groups.get(g) or {}).get("text") or {}).get("n", 0) for g in text_order) if text_order else 0
+    )
+    text_rows = [
+        f"<tr><th>text {i + 1}</th>" + "".join(cell(g, "text", i) for g in text_order) + "</tr>"
+        for i in range(n_text)
+    ]
+    body = "\n".join(
+        [
+            f"<p><strong>{escape(verdict(result))}</strong></p>",
+            f"<h2>Continuations of test clips</h2><table>{head}{''.join(rows)}</table>",
+            "<h2>From the description alone</h2><table><tr><th></th>"
+            + "".join(f"<th>{escape(_GROUP_LABELS[g])}</th>" for g in text_order)
+            + f"</tr>{''.join(text_rows)}</table>",
+            f'<p class="muted">{escape(WHAT_IT_DOES_NOT)}</p>',
+            *(f'<p class="muted">{escape(n)}</p>' for n in result.get("notes", [])),
+            *([f"<p><strong>Note:</strong> {escape(result['note'])}</p>"] if result.get("note") else []),
+        ]
+    )
+    write_text_atomic(path, _page(f"voice-train: does {voice} sound like her?", body))
 
 
 def write_summary_page(path: str | os.PathLike, voices: list[tuple[str, str, str, str]], block: str) -> None:

@@ -14,7 +14,6 @@ spool, applies its gain and writes it as FLAC.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from .speakers import (
     embed_clip,
     screen_speakers,
 )
+from .splits import SPLITS, assign_splits
 from .vad import frame_probabilities, window_probabilities
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,10 @@ class PrepareSettings:
     sample_rate: int = 32000
     loudness_lufs: float = -20.0
     peak_dbfs: float = -1.0
-    valid_fraction: float = 0.1
+    valid_fraction: float = 0.1  # of the clips' seconds, in blocks (voice_train.splits)
+    test_fraction: float = 0.1  # held out for rule evaluate only
     split_seed: int = 0
+    split_guard_s: float = 1.0  # at least this much recording between clips of different splits
     highpass_hz: float = 70.0
     remove_hum: bool = True
     pause_detector: str = "vad"
@@ -174,18 +176,6 @@ def clip_gain_db(steps: np.ndarray, peak: float, settings: PrepareSettings) -> f
     return min(settings.loudness_lufs - loudness, settings.peak_dbfs - amplitude_db(peak))
 
 
-def assign_splits(clip_ids: list[str], valid_fraction: float, seed: int) -> list[str]:
-    """Deterministic train/valid split: the clips with the smallest seeded hashes go to valid.
-
-    With two or more clips at least one is held out, so validation always has data.
-    """
-    n = len(clip_ids)
-    n_valid = 0 if n < 2 or valid_fraction <= 0 else max(1, round(n * valid_fraction))
-    ranked = sorted(clip_ids, key=lambda cid: hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest())
-    held_out = set(ranked[:n_valid])
-    return ["valid" if cid in held_out else "train" for cid in clip_ids]
-
-
 def _summary(clips: list[Clip], frame_s: float) -> dict:
     return {"count": len(clips), "duration_s": round(sum(c.frames for c in clips) * frame_s, 3)}
 
@@ -250,8 +240,19 @@ def prepare_dataset(
         if warning := noisy_warning([c.frames for c, _ in kept], [c.frames for c in noisy], settings):
             logging.getLogger(CONSOLE_LOGGER).warning("prepare %s: %s", voice, warning)
             log.warning(warning)
+        split = assign_splits(
+            [(c.start * FRAME_S, c.end * FRAME_S) for c, _ in kept],
+            settings.valid_fraction,
+            settings.test_fraction,
+            settings.split_seed,
+            settings.split_guard_s,
+        )
+        guarded = [c for (c, _), name in zip(kept, split.splits) if name is None]
+        kept, splits = zip(*[(k, name) for k, name in zip(kept, split.splits) if name is not None])
+        for note in split.notes:
+            logging.getLogger(CONSOLE_LOGGER).warning("prepare %s: %s", voice, note)
+            log.warning(note)
         ids = [f"{voice}_{i:05d}" for i in range(len(kept))]
-        splits = assign_splits(ids, settings.valid_fraction, settings.split_seed)
 
         def write_clip(clip_id: str, clip_snr: tuple[Clip, float], split: str) -> dict:
             clip, snr = clip_snr
@@ -307,10 +308,13 @@ def prepare_dataset(
             "kept_duration_s": round(sum(e["duration_s"] for e in entries), 3),
             "train": _split_summary(entries, "train"),
             "valid": _split_summary(entries, "valid"),
+            "test": _split_summary(entries, "test"),
+            "split_notes": split.notes,
             "forced_cuts": sum(e["forced_cut"] for e in entries),
             "dropped_short": _summary(seg.dropped_short, FRAME_S),
             "dropped_silent": _summary(seg.dropped_silent, FRAME_S),
             "dropped_noisy": _summary(noisy, FRAME_S),
+            "dropped_guard": _summary(guarded, FRAME_S),
             "dropped_other_speakers": None if voices is None else _other_speakers(voices),
             "speakers": None if voices is None else _speakers_summary(voices, speakers),
             "snr_db": {"median": round(float(np.median(kept_snrs)), 2), "min": round(min(kept_snrs), 2)},
@@ -447,7 +451,7 @@ def _split_summary(entries: list[dict], split: str) -> dict:
 
 
 def write_audiocraft_index(dataset_dir: Path, entries: list[dict]) -> None:
-    """Write audiocraft-style ``data.jsonl`` (all clips) and ``{train,valid}/data.jsonl``.
+    """Write audiocraft-style ``data.jsonl`` (all clips) and ``{train,valid,test}/data.jsonl``.
 
     Each line is an ``AudioMeta`` record; the per-clip ``.json`` beside each clip carries
     the ``description`` that audiocraft's music dataset reads as the text condition.
@@ -465,6 +469,6 @@ def write_audiocraft_index(dataset_dir: Path, entries: list[dict]) -> None:
         return json.dumps(meta) + "\n"
 
     write_text_atomic(dataset_dir / "data.jsonl", "".join(line(e) for e in entries))
-    for split in ("train", "valid"):
+    for split in SPLITS:
         lines = "".join(line(e) for e in entries if e["split"] == split)
         write_text_atomic(dataset_dir / split / "data.jsonl", lines)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ERROR_PREFIX
-from .evaluate import group_figures
+from .eval_figures import group_figures, report_values
 from .fsutil import LFS_POINTER_PREFIX, read_json, sha256_file, write_text_atomic
 
 HEADER = "=== COLAB TRAIN REPORT ==="
@@ -61,6 +61,20 @@ EXTRA_KEYS = (
     "voice_similarity_base",
     "voice_similarity_ceiling",
     "failed_rule_log",
+    # Added with the split by time and evaluate on the test block (after the keys above, which
+    # earlier parsers know in that order).
+    "dataset_test_clips",
+    "dataset_speech_minutes",
+    "training_selection",
+    "training_chosen_step",
+    "voice_similarity_roundtrip",
+    "voice_copy_share",
+    "voice_no_speech",
+    "voice_quality_finetuned",
+    "voice_quality_base",
+    "voice_quality_real",
+    "voice_quality_roundtrip",
+    "voice_verdict",
 )
 
 
@@ -204,13 +218,29 @@ def voice_fields(files: VoiceFiles, workdir: Path, failure: Failure | None = Non
         fields["dataset_train_clips"] = str(summary.get("train", {}).get("count", NA))
         fields["dataset_valid_clips"] = str(summary.get("valid", {}).get("count", NA))
         fields["dataset_kept_duration_s"] = str(summary.get("kept_duration_s", NA))
+        fields["dataset_test_clips"] = str(summary.get("test", {}).get("count", NA))
+        fields["dataset_speech_minutes"] = (
+            ", ".join(
+                f"{split} {summary[split]['duration_s'] / 60:.1f}"
+                for split in ("train", "valid", "test")
+                if isinstance(summary.get(split), dict) and "duration_s" in summary[split]
+            )
+            or NA
+        )
 
     status, verified, why = _training_fields(files, workdir, fields)
     evaluation = read_json(workdir / files.evaluation) if files.evaluation else None
     if evaluation and evaluation.get("checkpoint_sha256") != fields["checkpoint_sha256"]:
         evaluation = None  # the figures of another checkpoint (one trained since, or gone)
     for group, figure in group_figures(evaluation).items():
-        fields[f"voice_similarity_{group}"] = figure
+        if group != "roundtrip":
+            fields[f"voice_similarity_{group}"] = figure
+    fields.update(report_values(evaluation))
+    if status:
+        fields["training_selection"] = str(status.get("selection") or NA)
+        fields["training_chosen_step"] = str(
+            status.get("chosen_step") if status.get("chosen_step") is not None else NA
+        )
     if failure is not None and failure.voice in (None, files.voice):
         fields.update(
             objective_status="failed",
