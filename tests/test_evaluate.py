@@ -1,71 +1,205 @@
-"""Rule evaluate's logic on tiny inputs: which clips play which part, what gets embedded, the
-figures, the json and the report keys. The models are stand-ins; the speaker encoder is real."""
+"""Rule evaluate's measures, proved with planted generators (the tiny demo model cannot learn a voice).
+
+Material, made here: espeak-ng (libespeak-ng from the espeakng-loader wheel, ``tests/noisy_speech``)
+speaks the target, ``en-us+m3``, in test and training clips (32 kHz), and other male voices of the
+same language (``en-us+m7``, ``en+m1`` at another pitch) for the other speaker. The copy check's
+codes come from the ``tiny`` preset's codec (random weights: a codec, not a good one). The
+speaker encoder (Resemblyzer) and DNSMOS are the real ones.
+
+Planted generators stand where the models would: one whose continuations are her real test
+audio, one that replays a training clip, one that makes silence, one that makes noise, one that is
+another speaker.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+import soxr
 
-from voice_train import evaluate
-from voice_train.demo import synthesize_voice
+import noisy_speech as ns
+from voice_train import compat, eval_figures, presets
+from voice_train.errors import VoiceTrainError
+from voice_train.eval_figures import format_similarity, group_figures, report_values, verdict
 from voice_train.evaluate import (
     EvaluateSettings,
-    Piece,
-    format_similarity,
+    Judge,
+    evaluate_pieces,
+    evaluation_result,
     generate_pieces,
-    group_figures,
     plan_clips,
-    score_pieces,
+    read_mono,
+    real_pieces,
     summarise,
 )
 from voice_train.fsutil import sha256_file
 from voice_train.report import EXTRA_KEYS, RUNBOOK_KEYS, VoiceFiles, format_block, voice_fields
+from voice_train.voiceprint import embedding
 
-SR = 16000
+SR = 32000
+SETTINGS = EvaluateSettings(samples=4, duration_s=3.0, prompt_s=2.0)
+TARGET = ("en-us+m3", 165, 45)
+OTHERS = (("en-us+m7", 150, 55), ("en+m1", 175, 35))  # same language, same sex
 KEYS = ("voice_similarity_finetuned", "voice_similarity_base", "voice_similarity_ceiling")
 
 
-def entry(name: str, split: str, duration_s: float) -> dict:
-    return {"target": f"clips/{name}.flac", "split": split, "duration_s": duration_s}
-
-
-class StandInModel:
-    """What evaluate asks of audiocraft's MusicGen, at 16 kHz: noise from torch's global RNG
-    after the prompt (so equal seeds give equal samples), ``level`` loud."""
-
-    sample_rate = SR
-
-    def __init__(self, level: float = 0.1):
-        self.level, self.calls = level, []
-
-    def set_generation_params(self, duration: float, **sampling) -> None:
-        self.duration = duration
-
-    def _noise(self, n: int, samples: int) -> torch.Tensor:
-        return (torch.rand(n, 1, samples) - 0.5) * self.level
-
-    def generate(self, descriptions, progress=False):
-        self.calls.append(("generate", list(descriptions)))
-        return self._noise(len(descriptions), int(self.duration * SR))
-
-    def generate_continuation(self, prompt, prompt_sample_rate, descriptions, progress=False):
-        assert prompt_sample_rate == SR and prompt.dim() == 3
-        self.calls.append(("continuation", list(descriptions)))
-        rest = self._noise(prompt.shape[0], int(self.duration * SR) - prompt.shape[-1])
-        return torch.cat([prompt, rest], dim=-1)
+def speak(voice: tuple[str, int, int], sentences: tuple[str, ...]) -> np.ndarray:
+    """The sentences in one voice, 0.3 s apart, at 32 kHz."""
+    name, rate, pitch = voice
+    parts = ns._espeak_many([(text, name, rate, pitch) for text in sentences])
+    gap = np.zeros(int(0.3 * ns.ESPEAK_RATE), np.float32)
+    audio = np.concatenate([x for part in parts for x in (part, gap)])
+    return (0.5 * soxr.resample(audio, ns.ESPEAK_RATE, SR) / np.abs(audio).max()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def voice_audio() -> np.ndarray:
-    """25 s of the demo's synthetic voice, 16 kHz mono."""
-    return synthesize_voice(duration_s=25, sample_rate=SR, channels=1, seed=2).audio[:, 0]
+def material(tmp_path_factory):
+    """A manifest of 4 test and 4 training clips of the target (each two sentences, 5-8 s), the
+    other speakers' audio, and a judge with the tiny codec and the training clips' codes."""
+    root = tmp_path_factory.mktemp("evaluate")
+    entries = []
+    for i in range(8):
+        audio = speak(TARGET, ns.SENTENCES[2 * i : 2 * i + 2])
+        path = root / f"clip_{i}.flac"
+        sf.write(path, audio, SR)
+        split = "test" if i < 4 else "train"
+        entries.append({"target": str(path), "split": split, "duration_s": audio.size / SR})
+    others = [speak(OTHERS[i % 2], ns.SENTENCES[20 + 2 * i : 22 + 2 * i]) for i in range(4)]
+    compat.setup_audiocraft("torch")
+    presets.build_random_pretrained("tiny", root / "tiny", seed=0)
+    codec = presets.load_compression(str(root / "tiny"))
+    from voice_train.evaluate import codec_round_trip
+
+    train = [e for e in entries if e["split"] == "train"]
+    train_codes = [codec_round_trip(codec, read_mono(e["target"])[0], SR)[0] for e in train]
+    plan = plan_clips(entries, SETTINGS.samples, SETTINGS.prompt_s)
+    voices = {e["target"]: embedding(*read_mono(e["target"]))[0] for e in plan.held_out}
+    judge = Judge(voices, train_codes, codec.cardinality, codec.frame_rate, codec, quality=False)
+    return {"entries": entries, "plan": plan, "judge": judge, "others": others, "train": train}
 
 
-def test_summarise_gives_mean_spread_count_and_range():
+class Planted:
+    """A generator that returns chosen audio: ``texts`` and ``continuations`` as evaluate asks."""
+
+    sample_rate = SR
+
+    def __init__(self, make):
+        self.make = make  # (kind, index, prompt audio or None) -> audio after the prompt
+
+    def texts(self, description, n, seed):
+        return [(self.make("text", i, None), None) for i in range(n)]
+
+    def continuations(self, prompts, prompt_rate, description, seed):
+        return [(self.make("continuation", i, p), None) for i, p in enumerate(prompts)]
+
+
+def run(material, make) -> dict:
+    """The planted generator's pieces scored as evaluate scores the fine-tuned model's."""
+    prompts, rate, _ = real_pieces(material["plan"], SETTINGS)
+    names = [e["target"] for e in material["plan"].prompts]
+    pieces = generate_pieces(Planted(make), "a voice", prompts, rate, names, SETTINGS)
+    return material["judge"].score(pieces, SR)
+
+
+@pytest.fixture(scope="module")
+def real(material, tmp_path_factory):
+    """The whole of evaluate_pieces once, with DNSMOS, for a generator that returns her real test
+    audio: every group (the ceiling, the round trip) and the WAVs."""
+    wav_dir = tmp_path_factory.mktemp("wav")
+    judge = dataclasses.replace(material["judge"], quality=True)
+    groups, wavs = evaluate_pieces(
+        material["plan"],
+        {"finetuned": Planted(real_after_prompt(material))},
+        judge,
+        "a voice",
+        SETTINGS,
+        wav_dir,
+    )
+    return groups, wavs, wav_dir
+
+
+def real_after_prompt(material):
+    clips = [read_mono(e["target"])[0] for e in material["plan"].prompts]
+    start, length = int(SETTINGS.prompt_s * SR), int(SETTINGS.duration_s * SR)
+    return lambda kind, i, prompt: clips[i % len(clips)][start : start + length]
+
+
+def test_no_prompt_reference_or_ceiling_clip_is_a_training_clip(material):
+    plan, train = material["plan"], {e["target"] for e in material["train"]}
+    assert plan.split == "test" and plan.prompts and plan.held_out
+    assert not ({e["target"] for e in plan.prompts} | {e["target"] for e in plan.held_out}) & train
+    assert all(e["split"] == "test" for e in plan.held_out)
+
+
+def test_a_model_whose_continuations_are_her_real_test_audio_scores_at_the_ceiling(real):
+    groups, wavs, wav_dir = real
+    assert groups["finetuned"]["continuation"]["mean"] == pytest.approx(
+        groups["ceiling"]["all"]["mean"], abs=1e-4
+    )
+    assert groups["finetuned"]["no_speech"] == 0 and groups["finetuned"]["copy_share"] == 0.0
+    assert groups["ceiling"]["all"]["mean"] > 0.6, "her own voice, against her other test clips"
+    assert groups["ceiling"]["quality"]["ovrl"] > 1.0 and groups["roundtrip"]["quality"] is not None
+    assert (
+        "finetuned_continuation_0.wav" in wavs["finetuned"]
+        and (wav_dir / "roundtrip_continuation_0.wav").exists()
+    )
+
+
+def test_a_model_that_replays_a_training_clip_is_flagged_by_the_copy_check(material, real):
+    train = [read_mono(e["target"])[0] for e in material["train"]]
+    length = int(SETTINGS.duration_s * SR)
+    group = run(material, lambda kind, i, prompt: train[i % len(train)][:length])
+    assert group["copy_share"] == 1.0 and group["longest_copy_s"] >= SETTINGS.duration_s - 0.1
+    assert real[0]["ceiling"]["copy_share"] == 0.0, "her test audio is not in the training codes"
+
+
+@pytest.mark.parametrize("sound", ["silence", "noise"])
+def test_a_model_that_makes_no_speech_is_counted_and_scores_below_the_ceiling(material, real, sound):
+    rng = np.random.default_rng(0)
+    length = int(SETTINGS.duration_s * SR)
+
+    def make(kind, i, prompt):
+        return (
+            np.zeros(length, np.float32)
+            if sound == "silence"
+            else rng.uniform(-0.3, 0.3, length).astype(np.float32)
+        )
+
+    group = run(material, make)
+    assert group["no_speech"] == group["all"]["n"] == 8
+    assert group["all"]["mean"] == 0.0 < real[0]["ceiling"]["all"]["mean"]
+
+
+def test_another_speaker_of_the_same_language_and_sex_scores_below_her(material, real):
+    others, length = material["others"], int(SETTINGS.duration_s * SR)
+    other = run(material, lambda kind, i, prompt: others[i % len(others)][:length])
+    # Close voices (espeak-ng variants of one language and sex; measured 0.81 against her 0.90):
+    # below her, not far below.
+    assert other["all"]["mean"] < real[0]["ceiling"]["all"]["mean"]
+    assert other["all"]["mean"] < real[0]["finetuned"]["all"]["mean"]
+
+
+def test_the_plan_uses_test_clips_and_says_when_validation_clips_stand_in():
+    entries = [
+        {"target": f"{s}{i}", "split": s, "duration_s": 6.0}
+        for s in ("train", "valid", "test")
+        for i in range(3)
+    ]
+    plan = plan_clips(entries, 2, 2.0)
+    assert (
+        plan.split == "test" and [e["target"] for e in plan.prompts] == ["test0", "test2"] and not plan.notes
+    )
+    no_test = plan_clips([e for e in entries if e["split"] != "test"], 2, 2.0)
+    assert no_test.split == "valid" and "no test clips" in no_test.notes[0]
+    with pytest.raises(VoiceTrainError, match="no test or validation clip"):
+        plan_clips([e for e in entries if e["split"] == "train"], 2, 2.0)
+
+
+def test_summarise_and_the_figures():
     assert summarise([0.5, 0.7, 0.6]) == {"mean": 0.6, "std": 0.0816, "n": 3, "min": 0.5, "max": 0.7}
     assert summarise([]) is None
     assert format_similarity(summarise([0.5, 0.7, 0.6])) == "0.600 +/- 0.082 (n=3)"
@@ -79,121 +213,35 @@ def test_settings_take_the_sample_keys_evaluate_reuses_and_its_own_seed():
     assert (settings.prompt_s, settings.top_k, settings.temperature, settings.cfg_coef) == (2, 50, 0.9, 2.0)
 
 
-def test_prompts_come_from_long_enough_training_clips_and_the_voice_from_the_held_out_ones():
-    entries = [entry(f"t{i}", "train", 2.0 + i) for i in range(8)] + [entry("v0", "valid", 5.0)]
-    plan = plan_clips(entries, samples=3, prompt_s=3.0)
-    assert [e["target"] for e in plan.reference] == ["clips/v0.flac"] and plan.reference_split == "valid"
-    # t0 (2 s) and t1 (3 s) are too short for 3 s of prompt and 1 s after it; t2..t7 spread evenly.
-    assert [e["target"] for e in plan.prompts] == ["clips/t2.flac", "clips/t4.flac", "clips/t7.flac"]
-    assert plan.prompt_split == "train" and plan.notes == []
-
-
-def test_without_validation_clips_the_voice_comes_from_other_training_clips_and_says_so():
-    entries = [entry(f"t{i}", "train", 6.0) for i in range(4)]
-    plan = plan_clips(entries, samples=2, prompt_s=2.0)
-    prompts = {e["target"] for e in plan.prompts}
-    assert len(prompts) == 2 and plan.reference_split == "train"
-    assert plan.reference and not prompts & {e["target"] for e in plan.reference}
-    assert any("no validation clips" in note for note in plan.notes)
-
-
-def test_without_long_training_clips_prompts_come_from_validation_clips_and_says_so():
-    plan = plan_clips([entry("t0", "train", 2.0), entry("v0", "valid", 6.0)], samples=2, prompt_s=2.0)
-    assert [e["target"] for e in plan.prompts] == ["clips/v0.flac"] and plan.prompt_split == "valid"
-    assert any("validation clips" in note for note in plan.notes)
-    none = plan_clips([entry("t0", "train", 2.0), entry("v0", "valid", 2.0)], samples=2, prompt_s=2.0)
-    assert none.prompts == [] and any("no continuations and no ceiling" in n for n in none.notes)
-
-
-def test_only_the_generated_part_of_a_continuation_is_kept_and_both_models_get_the_same_seeds(voice_audio):
-    settings = EvaluateSettings(samples=2, duration_s=1.0, prompt_s=0.5, seed=3)
-    prompts = np.stack([voice_audio[:8000], voice_audio[16000:24000]])
-    runs = []
-    for model in (StandInModel(), StandInModel()):
-        runs.append(generate_pieces(model, "a calm voice", prompts, SR, ["a.flac", "b.flac"], settings))
-    pieces = runs[0]
-    assert [(p.kind, p.index, p.prompt) for p in pieces] == [
-        ("text", 0, None),
-        ("text", 1, None),
-        ("continuation", 0, "a.flac"),
-        ("continuation", 1, "b.flac"),
-    ]
-    for piece in pieces:
-        assert piece.audio.size == SR, "1 s generated; the 0.5 s prompt is not part of it"
-        assert np.abs(piece.audio).max() <= 0.05, "the generated noise, never the prompt's voice"
-    assert model.calls == [("generate", ["a calm voice"] * 2), ("continuation", ["a calm voice"] * 2)]
-    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(*runs)), "the same seeds for each model"
-
-
-def test_the_voice_scores_above_noise_per_kind_and_overall(voice_audio):
-    voice = evaluate.voice_embedding(voice_audio[10 * SR :], SR)[0]
-    noise = np.random.default_rng(0).normal(0, 0.05, 3 * SR).astype(np.float32)
-    pieces = [
-        Piece("text", 0, voice_audio[: 3 * SR]),
-        Piece("text", 1, noise),
-        Piece("continuation", 0, voice_audio[3 * SR : 6 * SR], "a.flac"),
-    ]
-    group = score_pieces(pieces, SR, voice)
-    similarity = [item["similarity"] for item in group["items"]]
-    assert similarity[0] - similarity[1] >= 0.15 and similarity[2] - similarity[1] >= 0.15
-    assert group["text"]["n"] == 2 and group["continuation"]["n"] == 1 and group["all"]["n"] == 3
-    assert group["items"][1]["speech_s"] < evaluate.MIN_SPEECH_S <= group["items"][0]["speech_s"]
-    assert score_pieces(pieces, SR, voice) == group, "the same audio, the same figures"
-
-
-def write_clips(folder, voice_audio) -> dict:
-    """A manifest of 4 training clips and 1 validation clip of the synthetic voice."""
-    entries = []
-    for i, split in enumerate(["train"] * 4 + ["valid"]):
-        path = folder / f"c{i}.flac"
-        sf.write(str(path), voice_audio[i * 5 * SR : (i + 1) * 5 * SR], SR)
-        entries.append({"target": str(path), "split": split, "duration_s": 5.0})
-    return {"entries": entries}
-
-
-def test_the_result_holds_every_group_the_plan_and_the_demo_note(tmp_path, voice_audio, monkeypatch):
-    checkpoint = tmp_path / "lm.pt"
-    checkpoint.write_bytes(b"weights")
-    status = {"checkpoint_sha256": sha256_file(checkpoint), "step": 120}
-    monkeypatch.setattr("voice_train.compat.setup_audiocraft", lambda backend: None)
-    monkeypatch.setattr("voice_train.export.load_finetuned", lambda *a, **k: StandInModel(0.2))
-    monkeypatch.setattr("voice_train.export.load_base", lambda *a, **k: StandInModel(0.1))
-    settings = EvaluateSettings(samples=2, duration_s=1.0, prompt_s=1.0, device="cpu")
-    args = ("v1", str(checkpoint), "results/models/tiny", "tiny", write_clips(tmp_path, voice_audio), status)
-    result = evaluate.evaluate_voice(*args, "a calm voice", settings)
-    assert result["status"] == "completed" and result["checkpoint_sha256"] == status["checkpoint_sha256"]
-    assert result["reference"]["split"] == "valid" and result["reference"]["n"] == 1
-    assert result["prompts"]["split"] == "train" and len(result["prompts"]["clips"]) == 2
-    assert set(result["groups"]) == {"finetuned", "base", "ceiling"}
-    for group in ("finetuned", "base"):
-        assert {k: v["n"] for k, v in result["groups"][group].items() if k != "items"} == {
-            "all": 4,
-            "text": 2,
-            "continuation": 2,
+def test_the_verdict_says_better_or_not_how_far_from_the_codec_and_copying():
+    def result(finetuned, base, roundtrip, copy_share=0.0):
+        group = lambda m: {"all": {"mean": m, "n": 8}}  # noqa: E731
+        groups = {
+            "finetuned": {**group(finetuned), "copy_share": copy_share, "no_speech": 0},
+            "base": group(base),
         }
-    ceiling = result["groups"]["ceiling"]
-    assert ceiling["all"]["n"] == 2 and [i["duration_s"] for i in ceiling["items"]] == [1.0, 1.0]
-    assert ceiling["all"]["mean"] > result["groups"]["finetuned"]["all"]["mean"], "real voice over noise"
-    assert "'tiny'" in result["note"] and "120 steps" in result["note"] and "near the floor" in result["note"]
-    assert json.loads(json.dumps(result)) == result
-    again = evaluate.evaluate_voice(*args, "a calm voice", settings)
-    assert again == result, "seeded: a rerun gives the same figures"
+        return {
+            "status": "completed",
+            "groups": {**groups, "roundtrip": group(roundtrip), "ceiling": group(0.9)},
+        }
+
+    good = verdict(result(0.75, 0.5, 0.8))
+    assert good.startswith("sounds more like her than the base model (0.75 vs 0.50)")
+    assert "0.05 below what the codec allows (0.80)" in good and "no piece repeats 1 s" in good
+    assert verdict(result(0.5, 0.5, 0.8)).startswith("no closer to her than the base model")
+    assert "copies its training audio in 4 of 8 pieces" in verdict(result(0.8, 0.5, 0.8, copy_share=0.5))
 
 
 def test_a_checkpoint_that_is_not_the_trained_one_is_refused(tmp_path):
+    from voice_train import evaluate
+
     checkpoint = tmp_path / "lm.pt"
     checkpoint.write_bytes(b"changed")
     with pytest.raises(evaluate.VoiceTrainError, match="not the checkpoint"):
         evaluate.evaluate_voice(
-            "v1",
-            str(checkpoint),
-            "m",
-            "tiny",
-            {"entries": []},
-            {"checkpoint_sha256": "0" * 64},
-            "x",
-            EvaluateSettings(),
-        )
+            "v1", str(checkpoint), "m", "tiny", {"entries": []}, {"checkpoint_sha256": "0" * 64},
+            "t.npz", "x", EvaluateSettings(),
+        )  # fmt: skip
 
 
 def report_files(tmp_path, evaluation: dict | None) -> VoiceFiles:
@@ -213,20 +261,32 @@ def report_files(tmp_path, evaluation: dict | None) -> VoiceFiles:
 
 def completed(sha: str) -> dict:
     groups = {
-        "finetuned": {"all": summarise([0.61, 0.65])},
-        "base": {"all": summarise([0.42, 0.5])},
+        "finetuned": {
+            "all": summarise([0.61, 0.65]),
+            "copy_share": 0.0,
+            "longest_copy_s": 0.2,
+            "no_speech": 0,
+        },
+        "base": {"all": summarise([0.42, 0.5]), "no_speech": 1, "quality": {"ovrl": 2.5, "sig": 3, "bak": 3}},
         "ceiling": None,
+        "roundtrip": {"all": summarise([0.7, 0.72])},
     }
     return {"status": "completed", "checkpoint_sha256": sha, "groups": groups}
 
 
-def test_the_report_block_carries_the_three_figures_after_the_runbook_keys(tmp_path):
+def test_the_report_block_carries_the_figures_and_the_verdict_after_the_runbook_keys(tmp_path):
     report_files(tmp_path, None)
     fields = voice_fields(report_files(tmp_path, completed(sha256_file(tmp_path / "ckpt.pt"))), tmp_path)
     assert [fields[k] for k in KEYS] == ["0.630 +/- 0.020 (n=2)", "0.460 +/- 0.040 (n=2)", "N/A"]
+    assert fields["voice_similarity_roundtrip"] == "0.710 +/- 0.010 (n=2)"
+    assert fields["voice_copy_share"] == "0.00 (longest 0.2 s)" and fields["voice_quality_base"] == "2.50"
+    assert fields["voice_no_speech"] == "finetuned 0, base 1"
+    assert fields["voice_verdict"].startswith("sounds more like her than the base model (0.63 vs 0.46)")
     keys = [line.split(": ")[0] for line in format_block(fields).splitlines()[1:]]
-    assert keys[:20] == list(RUNBOOK_KEYS) and set(KEYS) <= set(keys[20:]) and keys[-1] == "failed_rule_log"
-    assert set(KEYS) <= set(EXTRA_KEYS)
+    assert keys[:20] == list(RUNBOOK_KEYS) and keys[20:] == list(EXTRA_KEYS)
+    assert EXTRA_KEYS.index("failed_rule_log") < EXTRA_KEYS.index("voice_verdict"), (
+        "new keys go after the old"
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,5 +300,13 @@ def test_the_figures_are_na_when_missing_skipped_stale_or_unreadable(tmp_path, e
     if evaluation == "not json":
         (tmp_path / "voice_eval.json").write_text("{truncated")
     fields = voice_fields(files, tmp_path)
-    assert [fields[k] for k in KEYS] == ["N/A"] * 3
-    assert group_figures(None) == dict.fromkeys(evaluate.GROUPS, "N/A")
+    assert [fields[k] for k in KEYS] == ["N/A"] * 3 and fields["voice_verdict"] == "N/A"
+    assert group_figures(None) == dict.fromkeys(eval_figures.GROUPS, "N/A")
+    assert set(report_values(None).values()) == {"N/A"}
+
+
+def test_the_result_names_the_held_out_clips_the_prompts_and_the_groups(material, real):
+    result = evaluation_result("v", material["plan"], SETTINGS, real[0], {"model": "m"}, real[1], None)
+    assert result["held_out"]["split"] == "test" and result["held_out"]["n"] == 4
+    assert set(result["groups"]) == {"finetuned", "ceiling", "roundtrip"}
+    assert result["roundtrip_minus_finetuned"] is not None

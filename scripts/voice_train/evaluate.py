@@ -268,6 +268,7 @@ class Judge:
     cardinality: int
     frame_rate: float
     codec: object | None = None
+    quality: bool = True  # DNSMOS of every piece (about a second of CPU each)
 
     def voice_for(self, prompt: str | None) -> np.ndarray:
         """Her voice for a piece: the held-out clips but the one it continues (all of them when
@@ -300,7 +301,7 @@ class Judge:
                     "speech_s": round(speech_s, 2),
                     "speech": embedding is not None,
                     "similarity": round(voiceprint.similarity(embedding, self.voice_for(piece.prompt)), 4),
-                    "quality": voiceprint.quality(piece.audio, rate),
+                    "quality": voiceprint.quality(piece.audio, rate) if self.quality else None,
                     "copy_s": None if frames is None else round(frames / self.frame_rate, 2),
                 }
             )
