@@ -38,6 +38,8 @@ FAST = TrainSettings(
     log_every=2,
     precision="fp32",
     device="cpu",
+    cfg_dropout=0.1,
+    select_by="loss",  # choosing by voice has tests of its own below
 )
 
 
@@ -770,7 +772,7 @@ def test_a_run_whose_saves_cannot_fit_is_refused_before_it_trains(tiny, token_fi
         run(tmp_path, tiny, token_file, name="nospace")
     message = str(info.value)
     assert "not enough free space for training's saves" in message and "1.00 kB free" in message
-    assert "a resume save" in message and "the checkpoint" in message and "train.low_vram: true" in message
+    assert "1 resume point" in message and "the checkpoint" in message and "train.low_vram: true" in message
     status = json.loads((tmp_path / "nospace/train_status.json").read_text())
     assert status["status"] == "error" and status["step"] == 0
 
@@ -928,3 +930,79 @@ def test_an_overflowing_fp16_step_is_skipped_and_written_as_null(tiny, token_fil
     step4 = [json.loads(w) for w in written if json.loads(w).get("step") == 4][0]
     assert step4["grad_norm"] is None and step4["loss"] is None and step4["skipped_steps"] == 1
     assert result.status["skipped_steps"] == 1 and result.status["status"] == "completed"
+
+
+# --- choosing the export by how it sounds (select_by: voice) ----------------------------------
+
+
+def planted_voice(monkeypatch, audio_at) -> list[int]:
+    """The selection's continuations replaced by ``audio_at(step)`` (one piece per prompt, 32 kHz);
+    returns the steps it was asked about."""
+    from voice_train import selection
+
+    asked = []
+
+    def continuations(self, step):
+        asked.append(step)
+        return [audio_at(step) for _ in self.prompts]
+
+    monkeypatch.setattr(selection.VoiceSelection, "continuations", continuations)
+    return asked
+
+
+def test_the_export_is_the_step_that_sounds_most_like_her_not_the_lowest_loss(
+    tiny, token_file, tmp_path, monkeypatch
+):
+    """Planted: at step 6 the model makes her voice (a validation clip of the synthetic voice), at
+    the other steps noise; the validation loss is lowest at step 12. By voice the export is step 6,
+    by loss step 12; the base model (step 0) is scored but never exported."""
+    from voice_train.selection import PROMPT_S
+
+    clips = tokens.load_tokens(token_file).clips
+    her, rate = sf.read(next(c["target"] for c in clips if c["split"] == "valid"), dtype="float32")
+    assert rate == 32000
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, her.size).astype(np.float32)
+    asked = planted_voice(monkeypatch, lambda step: her if step == 6 else noise)
+    planted_validation(monkeypatch, lambda step: 1.0 - 0.05 * step)  # lower and lower
+    by_voice = run(
+        tmp_path, tiny, token_file, dataclasses.replace(FAST, select_by="voice"), name="voice"
+    ).status
+    assert asked == [0, 6, 12], "scored at each validation, the base model too"
+    assert by_voice["chosen_step"] == 6 and by_voice["selection"].startswith("sounds most like her")
+    voices = dict(by_voice["voice_history"])
+    assert voices[6] > 0.5 and voices[12] == voices[0] == 0.0, "noise holds no speech: 0"
+    assert by_voice["best_voice"] == voices[6] and PROMPT_S > 0
+    by_loss = run(tmp_path, tiny, token_file, dataclasses.replace(FAST, select_by="loss"), name="loss").status
+    assert by_loss["chosen_step"] == 12 and by_loss["selection"] == "lowest validation loss"
+    assert by_voice["checkpoint_sha256"] != by_loss["checkpoint_sha256"]
+
+
+def test_a_nan_never_wins_and_the_base_is_never_exported(tiny, token_file, tmp_path, monkeypatch):
+    planted_validation(monkeypatch, lambda step: float("nan") if step == 6 else 1.0 + 0.1 * step)
+    status = run(tmp_path, tiny, token_file, name="nan").status
+    assert status["chosen_step"] == 12, "step 6's NaN loss is not a best step; the base (step 0) never is"
+
+
+def test_choosing_by_voice_runs_on_the_tiny_model_and_draws_both_curves(tiny, token_file, tmp_path):
+    """Unplanted: the tiny model's continuations are not speech, so every step scores 0 and the
+    tie goes to the lower validation loss (what select_by: loss would export)."""
+    settings = dataclasses.replace(FAST, select_by="voice")
+    out = tmp_path / "both"
+    result = train(
+        tokens_path=token_file, model_name=tiny, settings=settings,
+        checkpoint_path=str(out / "ckpt.pt"), status_path=str(out / "train_status.json"),
+        state_dir=str(out / "state"), voice="test", loss_plot_path=str(out / "loss_curve.png"),
+    )  # fmt: skip
+    status = result.status
+    assert [s for s, _ in status["voice_history"]] == [0, 6, 12]
+    val = dict(status["val_history"])
+    assert status["chosen_step"] == min((6, 12), key=val.get)
+    assert (out / "loss_curve.png").stat().st_size > 10_000
+
+
+def test_cfg_dropout_is_the_models_own_unless_the_config_sets_one(tiny, token_file):
+    from voice_train.trainer import Run
+
+    own = Run(token_file, tiny, dataclasses.replace(FAST, cfg_dropout=None), "torch")
+    assert own.cfg_dropout == pytest.approx(float(own.lm.cfg_dropout.p)) and own.cfg_dropout > 0
+    assert Run(token_file, tiny, FAST, "torch").cfg_dropout == 0.1

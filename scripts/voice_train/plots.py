@@ -10,7 +10,8 @@ from .fsutil import atomic_path
 def draw_loss_curve(history: dict, path: str | os.PathLike, title: str) -> None:
     """Train loss per step and validation loss per evaluation, with the best point marked.
 
-    ``history`` is the trainer's ``{"loss": [[step, loss], ...], "val": [[step, val], ...]}``.
+    ``history`` is the trainer's ``{"loss": [[step, loss], ...], "val": [[step, val], ...]}``, and
+    with ``select_by: voice`` ``"voice": [[step, similarity], ...]``, drawn on a second axis.
     """
     import matplotlib
 
@@ -45,6 +46,23 @@ def draw_loss_curve(history: dict, path: str | os.PathLike, title: str) -> None:
         ax.axhline(
             v_losses[0], color="#d1495b", linestyle=":", linewidth=1, label=f"base model {v_losses[0]:.3f}"
         )
+    sounds = [(step, v) for step, v in history.get("voice") or [] if v is not None]
+    if sounds:  # how it sounds (select_by: voice), on its own axis
+        twin = ax.twinx()
+        s_steps, s_values = zip(*sounds, strict=True)
+        twin.plot(s_steps, s_values, "s--", color="#2a9d5c", linewidth=1.5, label="sounds like her")
+        top = max(range(len(s_values)), key=lambda i: (s_steps[i] > 0, s_values[i]))
+        twin.annotate(
+            f"most like her {s_values[top]:.3f} (step {s_steps[top]})",
+            (s_steps[top], s_values[top]),
+            textcoords="offset points",
+            xytext=(-10, -16),
+            ha="right",
+            fontsize=9,
+            color="#2a9d5c",
+        )
+        twin.set_ylabel("speaker similarity to her validation clips", color="#2a9d5c")
+        twin.legend(loc="center right", fontsize=9)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.set_title(title)

@@ -28,6 +28,7 @@ from . import fsutil
 from .errors import VoiceTrainError
 from .fsutil import SaveFailed, format_bytes, free_bytes, remove_stale_temps, sha256_file, write_json_atomic
 from .progress import progress
+from .selection import PROMPT_S
 from .status import JOB_TYPE, StatusWriter
 from .tokens import codec_identity
 from .train_state import FINISHED, HISTORY_FILE, StateStore, StateUnreadable
@@ -211,6 +212,13 @@ def _train(
             "(set prepare.valid_fraction above 0 to choose them by validation loss)",
             voice,
         )
+    run.start_selection()
+    if run.selection is not None and not run.selection.usable:
+        console.info(
+            "train %s: no validation clip of %.0f s with speech: the export is chosen by validation loss",
+            voice,
+            PROMPT_S + 1.0,
+        )
     speed = _loop(run, status, store)
     return _export(run, status, store, None, checkpoint_path, loss_plot_path, speed)
 
@@ -338,25 +346,45 @@ def _loop(run: Run, status: StatusWriter, store: StateStore) -> dict:
 
 def _report_eval(run: Run, step: int, val: float | None, voice: str, eta: float | None) -> None:
     best = run.best
+    sounds = run.history.get("voice") or []
+    now = sounds[-1][1] if sounds and sounds[-1][0] == step else None
     console.info(
-        "train %s: step %d/%d  loss %s  val_loss %s  best %s%s",
+        "train %s: step %d/%d  loss %s  val_loss %s%s  best %s%s",
         voice,
         step,
         run.settings.steps,
         f"{run.history['loss'][-1][1]:.3f}" if run.history["loss"] else "-",
         _fmt_loss(val),
-        f"{best['val_loss']:.3f} (step {best['step']})" if best else "-",
+        f"  sounds like her {now:.3f}" if now is not None else "",
+        f"step {best['step']}" if best else "-",
         f"  eta {eta:.0f} s" if eta is not None else "",
     )
 
 
 def _best_fields(run: Run) -> dict:
     base = run.history["val"][0][1] if run.history["val"] and run.history["val"][0][0] == 0 else None
+    sounds = run.history.get("voice") or []
+    base_voice = sounds[0][1] if sounds and sounds[0][0] == 0 else None
     return {
         "base_val_loss": base,
         "best_val_loss": run.best["val_loss"] if run.best else None,
         "best_step": run.best["step"] if run.best else None,
+        "base_voice": base_voice,
+        "best_voice": run.best.get("voice") if run.best else None,
     }
+
+
+def selection_text(run: Run) -> str:
+    """How the exported step was chosen, in words (train_status.json's ``selection``)."""
+    if run.best is None:
+        return (
+            "last step (no validation clips)"
+            if not run.has_validation
+            else "last step (no finite validation loss)"
+        )
+    if run.best.get("voice") is not None and run.settings.select_by == "voice":
+        return "sounds most like her (speaker similarity of continuations of validation clips)"
+    return "lowest validation loss"
 
 
 def _finish(run: Run, store: StateStore, checkpoint_path: str, speed: dict) -> tuple[dict, dict]:
@@ -417,13 +445,7 @@ def _export(
     else:
         chosen, result = finished["weights"], finished["result"]
         run.history, run.best, run.counters = finished["history"], finished["best"], finished["counters"]
-    selection = (
-        "lowest validation loss"
-        if run.best is not None
-        else "last step (no validation clips)"
-        if not run.has_validation
-        else "last step (no finite validation loss)"
-    )
+    selection = selection_text(run)
     fields_ = _best_fields(run)
     warning = _never_beat_the_base(fields_, run.lr_key)
     if warning:
@@ -486,6 +508,9 @@ def _export(
         selection=selection,
         warning=warning,
         val_history=run.history["val"],
+        voice_history=run.history.get("voice") or None,
+        select_by=settings.select_by,
+        cfg_dropout=run.cfg_dropout,
         checkpoint=str(checkpoint_path),
         checkpoint_sha256=sha256_file(checkpoint_path),
         checkpoint_size_bytes=os.path.getsize(checkpoint_path),
@@ -496,6 +521,12 @@ def _export(
 
 
 def _never_beat_the_base(fields_: dict, lr_key: str) -> str | None:
+    base_voice, best_voice = fields_.get("base_voice"), fields_.get("best_voice")
+    if base_voice is not None and best_voice is not None and best_voice <= base_voice:
+        return (
+            f"no trained step sounded more like her than the base model ({base_voice:.3f}): "
+            f"the export is the best trained step; try a lower {lr_key}, or check the recording"
+        )
     base, best = fields_["base_val_loss"], fields_["best_val_loss"]
     if base is None or best is None or best <= base:
         return None

@@ -36,7 +36,8 @@ class TrainSettings:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     segment_s: float = 10.0
-    cfg_dropout: float = 0.1
+    cfg_dropout: float | None = None  # None: the loaded model's own (musicgen-small: 0.3); one draw per batch
+    select_by: str = "voice"  # voice: the step that sounds most like her (voice_train.selection); loss
     eval_every: int = 100
     save_every: int = 100
     log_every: int = 10
@@ -102,7 +103,11 @@ class Run:
             )
         if self.run.gradient_checkpointing:
             lm.transformer.checkpointing = "torch"
-        self.batcher = Batcher(self.tokens, settings, special_token=lm.special_token_id)
+        # Classifier-free guidance dropout: the model's own unless the config sets one.
+        own = float(getattr(getattr(lm, "cfg_dropout", None), "p", 0.0))
+        self.cfg_dropout = own if settings.cfg_dropout is None else float(settings.cfg_dropout)
+        resolved = replace(settings, cfg_dropout=self.cfg_dropout)
+        self.batcher = Batcher(self.tokens, resolved, special_token=lm.special_token_id)
         if self.uses_lora:
             self.params = lora.add_lora(lm, self.run.lora_rank, self.run.lora_alpha, seed=settings.seed)
             if self.plan.half_base:
@@ -121,10 +126,11 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, settings))
         self.scaler = self.plan.grad_scaler()
         precision = self.plan.name + (" with a half-precision frozen base" if self.plan.half_base else "")
-        self.state_parts = fingerprint_parts(settings, precision, model_name, base_lm_file, self.tokens)
+        self.state_parts = fingerprint_parts(resolved, precision, model_name, base_lm_file, self.tokens)
+        self.selection = None  # set by :meth:`start_selection` with select_by: voice
         self.step = 0
-        self.history: dict = {"loss": [], "val": []}
-        self.best: dict | None = None  # {"step", "val_loss"}: the best trained step
+        self.history: dict = {"loss": [], "val": [], "voice": []}
+        self.best: dict | None = None  # {"step", "val_loss", "voice"}: the best trained step
         self.best_weights: dict | None = None
         self.counters = {"skipped_steps": 0}
 
@@ -227,14 +233,31 @@ class Run:
         self.counters["skipped_in_a_row"] = 0
         return step_loss, grad_norm, tokens
 
+    def start_selection(self) -> None:
+        """With ``select_by: voice`` and validation clips: score how the model sounds at each
+        validation (:mod:`.selection`; needs the codec and the speaker encoder)."""
+        if self.settings.select_by != "voice" or not self.has_validation:
+            return
+        from . import presets
+        from .selection import VoiceSelection
+
+        codec = presets.load_compression(self.model_name, device=self.device)
+        clips = [self.tokens.clips[i] for i in self.batcher.valid_ids]
+        self.selection = VoiceSelection(self.lm, codec, clips, lambda clip: clip["description"], self.device)
+
     def validate(self, step: int) -> tuple[float | None, bool]:
-        """Validation loss at ``step`` and whether it is the best trained step so far."""
+        """Validation loss at ``step`` (and, choosing by voice, how it sounds), and whether it is
+        the best trained step so far. A value that is not a finite number never wins."""
+        from .selection import better
+
         val = evaluate(self.lm, self.batcher, self.device, self.plan.autocast)
         self.history["val"].append([step, val])
-        # A NaN never wins: it would be the best step for ever (nothing compares below it).
-        finite = val is not None and math.isfinite(val)
-        improved = step > 0 and finite and (self.best is None or val < self.best["val_loss"])
+        voice = self.selection.score(step) if self.selection is not None and self.selection.usable else None
+        if self.selection is not None:
+            self.history.setdefault("voice", []).append([step, voice])
+        candidate = {"step": step, "val_loss": val, "voice": voice}
+        improved = step > 0 and better(candidate, self.best, self.settings.select_by)
         if improved:
-            self.best = {"step": step, "val_loss": val}
+            self.best = candidate
             self.best_weights = self.weights()
         return val, improved
