@@ -93,35 +93,49 @@ def evaluation(status: str = "completed", note: str | None = None) -> dict:
         "text": {"mean": 0.6, "std": 0.03, "n": 4, "min": 0.55, "max": 0.64},
         "continuation": {"mean": 0.62, "std": 0.04, "n": 4, "min": 0.57, "max": 0.68},
     }
-    ceiling = {"all": {"mean": 0.82, "std": 0.02, "n": 4, "min": 0.8, "max": 0.85}}
+    ceiling = {"all": {"mean": 0.82, "std": 0.02, "n": 4, "min": 0.8, "max": 0.85}, "no_speech": 0}
+    finetuned = {
+        **group,
+        "no_speech": 1,
+        "copy_share": 0.125,
+        "longest_copy_s": 1.4,
+        "quality": {"ovrl": 2.71},
+    }
     return {
         "status": status,
+        "voice": "v1",
         "groups": {
-            "finetuned": group,
+            "finetuned": finetuned,
             "base": {**group, "all": {**group["all"], "mean": 0.45}},
             "ceiling": ceiling,
+            "roundtrip": {"all": {"mean": 0.75, "std": 0.03, "n": 4, "min": 0.7, "max": 0.8}},
         },
-        "reference": {"split": "valid", "n": 3},
-        "prompts": {"split": "train", "prompt_s": 3, "clips": ["a", "b", "c", "d"]},
-        "notes": ["the manifest has no validation clips: <x>"],
+        "held_out": {"split": "test", "n": 3},
+        "prompts": {"prompt_s": 3, "clips": ["a", "b", "c", "d"]},
+        "notes": ["no test clips: <x>"],
         "note": note,
     }
 
 
-def test_summary_page_shows_the_voice_similarity_and_what_it_means(tmp_path):
+def test_summary_page_shows_the_figures_the_verdict_and_what_they_mean(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps(evaluation(note="a tiny model scores near the floor")))
     page = tmp_path / "summary.html"
     write_summary_page(page, [("v1", "m.json", "s.json", str(tmp_path / "e.json"))], "block")
     html = page.read_text(encoding="utf-8")
     for text in (
-        "Voice similarity",
-        "A good fine-tune scores well above the base model and approaches the ceiling",
+        "Does it sound like her?",
+        "sounds more like her than the base model (0.61 vs 0.45); 0.14 below what the codec allows (0.75)",
+        "copies its training audio in 1 of 8 pieces",
+        "A good fine-tune scores well above the base model and near the round trip",
         '<th>fine-tuned model</th><td class="num">0.610 ± 0.040 (n=8)</td>',
         "0.450 ± 0.040 (n=8)",
-        '<th>ceiling: real training clips</th><td class="num">0.820 ± 0.020 (n=4)</td><td class="num">n/a',
-        "0.800 / 0.850",
-        "The voice: 3 valid clips; continuation prompts: the first 3 s of 4 train clips",
-        "no validation clips: &lt;x&gt;",
+        '<th>real: her test audio</th><td class="num">0.820 ± 0.020 (n=4)</td><td class="num">n/a',
+        "<th>real through the codec</th>",
+        "0.12 (1.4 s)",
+        "2.71",
+        "Her voice: 3 test clips; prompts: the first 3 s of 4 of them",
+        "no test clips: &lt;x&gt;",
+        "it does not say words you choose",
         "<strong>Note:</strong> a tiny model scores near the floor",
     ):
         assert text in html, text
@@ -129,6 +143,33 @@ def test_summary_page_shows_the_voice_similarity_and_what_it_means(tmp_path):
     write_summary_page(page, [("v1", "m.json", "s.json", str(tmp_path / "e.json"))], "block")
     html = page.read_text(encoding="utf-8")
     assert "evaluate.enabled is false" in html and "0.610" not in html
+
+
+def test_the_listen_page_plays_each_prompt_side_by_side(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from voice_train.html import write_eval_listen_page
+
+    result = evaluation()
+    for group in ("ceiling", "roundtrip", "base", "finetuned"):
+        item = {
+            "kind": "continuation",
+            "index": 0,
+            "similarity": 0.5,
+            "speech": group != "base",
+            "quality": None,
+        }
+        result["groups"][group]["items"] = [{**item, "copy_s": 0.2}]
+        sf.write(tmp_path / f"{group}_continuation_0.wav", np.zeros(800, np.float32), 16000)
+    page = tmp_path / "listen.html"
+    write_eval_listen_page(page, result, tmp_path)
+    html = page.read_text(encoding="utf-8")
+    assert html.count("<audio") == 4 and "(no speech)" in html and "copy 0.2 s" in html
+    heads = ["<th>real: her test audio", "<th>real through the codec", "<th>base model", "<th>fine-tuned model"]
+    assert [html.index(h) for h in heads] == sorted(html.index(h) for h in heads), (
+        "real first, fine-tuned last"
+    )
 
 
 def test_loss_curve_is_a_png(tmp_path):

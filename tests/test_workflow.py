@@ -59,23 +59,35 @@ def test_demo_runs_end_to_end_and_prints_the_report(finished_demo):
         assert list((workdir / "results/logs" / rule).glob("*.log")), f"{rule} wrote a log"
 
 
-def test_the_demo_is_evaluated_and_its_figures_are_in_the_block_and_the_summary(finished_demo):
+def test_the_demo_is_evaluated_on_its_test_block_and_its_figures_are_in_the_block_and_the_summary(
+    finished_demo,
+):
     workdir, proc = finished_demo
     fields = report_fields(workdir)
     evaluation = json.loads((workdir / "results/eval/demo_voice/voice_eval.json").read_text())
-    assert evaluation["status"] == "completed" and evaluation["reference"]["split"] == "valid"
-    assert evaluation["checkpoint_sha256"] == fields["checkpoint_sha256"]
+    manifest = json.loads((workdir / "results/dataset/demo_voice/voice_dataset_manifest.json").read_text())
+    assert (
+        evaluation["status"] == "completed" and evaluation["checkpoint_sha256"] == fields["checkpoint_sha256"]
+    )
+    # No prompt, reference or ceiling clip is a training clip (or a validation clip).
+    split_of = {e["target"]: e["split"] for e in manifest["entries"]}
+    used = evaluation["held_out"]["clips"] + evaluation["prompts"]["clips"]
+    assert used and {split_of[c] for c in used} == {"test"} and evaluation["held_out"]["split"] == "test"
     summary = (workdir / "results/report/summary.html").read_text(encoding="utf-8")
-    for group, n in (("finetuned", 4), ("base", 4), ("ceiling", 2)):
+    for group in ("finetuned", "base", "ceiling"):
         figure = fields[f"voice_similarity_{group}"]
-        assert re.fullmatch(rf"0\.\d{{3}} \+/- 0\.\d{{3}} \(n={n}\)", figure), (group, figure)
+        assert re.fullmatch(r"0\.\d{3} \+/- 0\.\d{3} \(n=\d+\)", figure), (group, figure)
         assert float(figure.split()[0]) == pytest.approx(evaluation["groups"][group]["all"]["mean"], abs=5e-4)
         assert figure.replace("+/-", "±") in summary
-    assert "A good fine-tune scores well above the base model" in summary
-    # The tiny model's samples score near the floor: the run says so, in the json, log and page.
-    assert "near the floor" in evaluation["note"] and "near the floor" in summary
-    assert "near the floor" in (workdir / "results/logs/evaluate/demo_voice.log").read_text()
-    assert "evaluate demo_voice: similarity to the held-out voice: fine-tuned 0." in proc.stderr
+    assert fields["voice_similarity_roundtrip"] != "N/A" and fields["voice_verdict"] != "N/A"
+    assert fields["voice_verdict"] in summary.replace("&#x27;", "'")
+    assert fields["dataset_test_clips"] == str(manifest["summary"]["test"]["count"])
+    # The tiny model's pieces sit at the floor: the run says so, in the json, log and page.
+    assert "at the floor" in evaluation["note"] and "at the floor" in summary
+    assert "at the floor" in (workdir / "results/logs/evaluate/demo_voice.log").read_text()
+    assert "evaluate demo_voice: similarity to her held-out voice: fine-tuned 0." in proc.stderr
+    listen = (workdir / "results/eval/demo_voice/listen.html").read_text(encoding="utf-8")
+    assert listen.count("<audio") >= 4 and (workdir / "results/eval/demo_voice/pieces").is_dir()
 
 
 def test_second_run_has_nothing_to_do(demo_copy):
