@@ -36,7 +36,7 @@ class Batcher:
         self.tokens = tokens
         self.seed = settings.seed
         self.batch_size = settings.batch_size
-        self.cfg_dropout = settings.cfg_dropout
+        self.cfg_dropout = settings.cfg_dropout or 0.0  # None here: the caller did not resolve it (Run does)
         self.special = special_token
         self.train_ids = tokens.indices("train")
         self.valid_ids = tokens.indices("valid")
