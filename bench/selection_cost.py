@@ -34,8 +34,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from drive_space import make_tokens  # the same synthetic clips, encoded by the preset's codec
+
     from voice_train import compat, presets
     from voice_train.trainer import Run, TrainSettings
 

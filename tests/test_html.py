@@ -166,7 +166,10 @@ def test_the_listen_page_plays_each_prompt_side_by_side(tmp_path):
     write_eval_listen_page(page, result, tmp_path)
     html = page.read_text(encoding="utf-8")
     assert html.count("<audio") == 4 and "(no speech)" in html and "copy 0.2 s" in html
-    heads = ["<th>real: her test audio", "<th>real through the codec", "<th>base model", "<th>fine-tuned model"]
+    heads = [
+        f"<th>{h}"
+        for h in ("real: her test audio", "real through the codec", "base model", "fine-tuned model")
+    ]
     assert [html.index(h) for h in heads] == sorted(html.index(h) for h in heads), (
         "real first, fine-tuned last"
     )
