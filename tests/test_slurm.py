@@ -55,6 +55,12 @@ SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+/rule_(\w+)
 slurm = pytest.mark.slurm
 
 
+def ends_with_the_block(stdout: str, line: str) -> bool:
+    """The report block is the last thing printed (its last key is voice_verdict) and has ``line``."""
+    block = stdout[stdout.rindex("=== COLAB TRAIN REPORT ===") :]
+    return stdout.rstrip().splitlines()[-1].startswith("voice_verdict: ") and f"\n{line}\n" in block
+
+
 @pytest.fixture(scope="session")
 def cluster() -> None:
     """A running one-node Slurm (started, or found running, by start_slurm.sh)."""
@@ -311,7 +317,7 @@ def test_the_documented_rerun_resumes_and_ends_at_the_checkpoints_of_a_local_run
     workdir = cancelled_run.workdir
     assert "starting clean" in cancelled_run.train_log
     assert "resuming from step 8" in (workdir / "results/logs/train/demo_voice.log").read_text()
-    assert resumed_run.stdout.rstrip().endswith("failed_rule_log: N/A")
+    assert ends_with_the_block(resumed_run.stdout, "failed_rule_log: N/A")
     report = blocks((workdir / "results/report/colab_train_report.txt").read_text())
     assert {voice: fields["objective_status"] for voice, fields in report.items()} == dict.fromkeys(
         VOICES, "completed"
@@ -344,7 +350,7 @@ def test_a_failing_job_ends_the_run_with_the_report_block_naming_it(failing_run)
     jobs = slurm_jobs(proc.stderr)
     assert [(job.rule, job.partition, job.state) for job in jobs.values()] == [("train", "gpu", "FAILED")]
     fields = report_fields(failing_run.workdir)
-    assert proc.stdout.rstrip().endswith(f"failed_rule_log: {fields['failed_rule_log']}")
+    assert ends_with_the_block(proc.stdout, f"failed_rule_log: {fields['failed_rule_log']}")
     assert fields["objective_status"] == "failed" and fields["first_failed_step"] == "train"
     assert "no CUDA GPU is visible" in fields["root_cause"]
     assert fields["failed_rule_log"] == "results/logs/train/demo_voice.log"
