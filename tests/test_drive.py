@@ -53,7 +53,9 @@ def workflow(tmp_path_factory) -> Path:
     workdir = short_demo(tmp_path_factory.mktemp("wf") / "wf")
     cfg_path = workdir / "config/demo.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["train"].update(steps=24, eval_every=8, save_every=8)
+    # select_by: loss here: these tests are about saves, and scoring by voice at each validation
+    # (tested in test_train.py) would add minutes of generation to every run on the slow mount.
+    cfg["train"].update(steps=24, eval_every=8, save_every=8, select_by="loss")
     cfg["evaluate"]["enabled"] = False
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return workdir
