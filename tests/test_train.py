@@ -997,6 +997,7 @@ def test_choosing_by_voice_runs_on_the_tiny_model_and_draws_both_curves(tiny, to
     assert [s for s, _ in status["voice_history"]] == [0, 6, 12]
     val = dict(status["val_history"])
     assert status["chosen_step"] == min((6, 12), key=val.get)
+    assert status["selection"].startswith("lowest validation loss (every trained step sounded alike")
     assert (out / "loss_curve.png").stat().st_size > 10_000
 
 

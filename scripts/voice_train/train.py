@@ -383,6 +383,9 @@ def selection_text(run: Run) -> str:
             else "last step (no finite validation loss)"
         )
     if run.best.get("voice") is not None and run.settings.select_by == "voice":
+        trained = {v for step, v in run.history.get("voice") or [] if step > 0 and v is not None}
+        if len(trained) == 1:
+            return "lowest validation loss (every trained step sounded alike to the voice measure: a tie)"
         return "sounds most like her (speaker similarity of continuations of validation clips)"
     return "lowest validation loss"
 
