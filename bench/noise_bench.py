@@ -35,8 +35,9 @@ import benchlib
 sys.path.insert(0, str(benchlib.ROOT / "tests"))
 
 # Bump when the material or its truth changes, so stale cached recordings are not reused (2: an
-# espeak utterance ends at its last 10 ms frame within 50 dB of its loudest).
-MATERIAL_VERSION = 2
+# espeak utterance ends at its last 10 ms frame within 50 dB of its loudest; 3: the speech comes from
+# libespeak-ng 1.52 in the espeakng-loader wheel, one seeded process per utterance).
+MATERIAL_VERSION = 3
 TALKERS = ("espeak", "narration", "demo")
 RATE = 22050  # espeak-ng's own rate; prepare resamples to 32 kHz as for any recording
 CONDITIONS = (
